@@ -1,0 +1,206 @@
+//! The CPU backend: every op runs at once through the references in `ops/`. It is the
+//! test oracle for the GPU and the fallback where WebGPU is missing (it compiles to wasm).
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use crate::backend::{AdamW, Backend, Matmul, PatchOrder};
+use crate::ops;
+
+#[derive(Clone, Debug, Default)]
+pub struct Cpu;
+
+/// CPU memory: a shared, mutable vector of words.
+#[derive(Clone, Debug)]
+pub struct CpuBuf(pub Rc<RefCell<Vec<f32>>>);
+
+impl CpuBuf {
+    fn r(&self) -> std::cell::Ref<'_, Vec<f32>> {
+        self.0.borrow()
+    }
+    fn w(&self) -> std::cell::RefMut<'_, Vec<f32>> {
+        self.0.try_borrow_mut().expect("an op's output aliases one of its inputs")
+    }
+}
+
+impl Backend for Cpu {
+    type Buf = CpuBuf;
+
+    fn name(&self) -> String {
+        "cpu".into()
+    }
+
+    fn alloc(&self, len: usize) -> CpuBuf {
+        CpuBuf(Rc::new(RefCell::new(vec![0.0; len])))
+    }
+    fn upload(&self, data: &[f32]) -> CpuBuf {
+        CpuBuf(Rc::new(RefCell::new(data.to_vec())))
+    }
+    fn upload_u32(&self, data: &[u32]) -> CpuBuf {
+        self.upload(&data.iter().map(|v| f32::from_bits(*v)).collect::<Vec<_>>())
+    }
+    fn write(&self, dst: &CpuBuf, data: &[f32]) {
+        dst.w()[..data.len()].copy_from_slice(data);
+    }
+    fn len(&self, buf: &CpuBuf) -> usize {
+        buf.r().len()
+    }
+    fn fill(&self, buf: &CpuBuf, value: f32) {
+        buf.w().fill(value);
+    }
+    fn copy(&self, src: &CpuBuf, src_off: usize, dst: &CpuBuf, dst_off: usize, n: usize) {
+        if Rc::ptr_eq(&src.0, &dst.0) {
+            dst.w().copy_within(src_off..src_off + n, dst_off);
+        } else {
+            dst.w()[dst_off..dst_off + n].copy_from_slice(&src.r()[src_off..src_off + n]);
+        }
+    }
+    fn flush(&self) {}
+    async fn read(&self, buf: &CpuBuf) -> Vec<f32> {
+        buf.r().clone()
+    }
+
+    fn matmul(&self, p: &Matmul, a: &CpuBuf, b: &CpuBuf, bias: Option<&CpuBuf>, c: &CpuBuf) {
+        let bias = bias.map(|x| x.r());
+        ops::matmul::matmul(p, &a.r(), &b.r(), bias.as_deref().map(|v| v.as_slice()), &mut c.w());
+    }
+    fn sum_rows(&self, x: &CpuBuf, out: &CpuBuf, rows: usize, cols: usize) {
+        ops::matmul::sum_rows(&x.r(), &mut out.w(), rows, cols);
+    }
+    fn add(&self, a: &CpuBuf, b: &CpuBuf, out: &CpuBuf, n: usize) {
+        ops::matmul::add(&a.r(), &b.r(), &mut out.w(), n);
+    }
+
+    fn layernorm_forward(
+        &self,
+        x: &CpuBuf,
+        weight: &CpuBuf,
+        bias: &CpuBuf,
+        y: &CpuBuf,
+        mean: &CpuBuf,
+        rstd: &CpuBuf,
+        rows: usize,
+        cols: usize,
+        eps: f32,
+    ) {
+        ops::layernorm::layernorm_forward(
+            &x.r(),
+            &weight.r(),
+            &bias.r(),
+            &mut y.w(),
+            &mut mean.w(),
+            &mut rstd.w(),
+            rows,
+            cols,
+            eps,
+        );
+    }
+    fn layernorm_backward(
+        &self,
+        dy: &CpuBuf,
+        x: &CpuBuf,
+        weight: &CpuBuf,
+        mean: &CpuBuf,
+        rstd: &CpuBuf,
+        dx: &CpuBuf,
+        dweight: &CpuBuf,
+        dbias: &CpuBuf,
+        rows: usize,
+        cols: usize,
+    ) {
+        ops::layernorm::layernorm_backward(
+            &dy.r(),
+            &x.r(),
+            &weight.r(),
+            &mean.r(),
+            &rstd.r(),
+            &mut dx.w(),
+            &mut dweight.w(),
+            &mut dbias.w(),
+            rows,
+            cols,
+        );
+    }
+
+    fn gelu_forward(&self, x: &CpuBuf, y: &CpuBuf, n: usize) {
+        ops::gelu::gelu_forward(&x.r(), &mut y.w(), n);
+    }
+    fn gelu_backward(&self, dy: &CpuBuf, x: &CpuBuf, dx: &CpuBuf, n: usize) {
+        ops::gelu::gelu_backward(&dy.r(), &x.r(), &mut dx.w(), n);
+    }
+
+    fn softmax_forward(&self, x: &CpuBuf, y: &CpuBuf, rows: usize, cols: usize) {
+        ops::softmax::softmax_forward(&x.r(), &mut y.w(), rows, cols);
+    }
+    fn softmax_backward(&self, dy: &CpuBuf, y: &CpuBuf, dx: &CpuBuf, rows: usize, cols: usize) {
+        ops::softmax::softmax_backward(&dy.r(), &y.r(), &mut dx.w(), rows, cols);
+    }
+
+    fn patchify_forward(&self, img: &CpuBuf, out: &CpuBuf, b: usize, c: usize, h: usize, w: usize, p: usize, order: PatchOrder) {
+        ops::patchify::patchify_forward(&img.r(), &mut out.w(), b, c, h, w, p, order);
+    }
+    fn patchify_backward(
+        &self,
+        dout: &CpuBuf,
+        dimg: &CpuBuf,
+        b: usize,
+        c: usize,
+        h: usize,
+        w: usize,
+        p: usize,
+        order: PatchOrder,
+    ) {
+        ops::patchify::patchify_backward(&dout.r(), &mut dimg.w(), b, c, h, w, p, order);
+    }
+
+    fn cls_pos_forward(&self, patches: &CpuBuf, cls: &CpuBuf, pos: &CpuBuf, x: &CpuBuf, b: usize, l: usize, d: usize) {
+        ops::cls_pos::cls_pos_forward(&patches.r(), &cls.r(), &pos.r(), &mut x.w(), b, l, d);
+    }
+    fn cls_pos_backward(
+        &self,
+        dx: &CpuBuf,
+        dpatches: &CpuBuf,
+        dcls: &CpuBuf,
+        dpos: Option<&CpuBuf>,
+        b: usize,
+        l: usize,
+        d: usize,
+    ) {
+        let mut dpos = dpos.map(|x| x.w());
+        ops::cls_pos::cls_pos_backward(
+            &dx.r(),
+            &mut dpatches.w(),
+            &mut dcls.w(),
+            dpos.as_deref_mut().map(|v| v.as_mut_slice()),
+            b,
+            l,
+            d,
+        );
+    }
+
+    fn cross_entropy_forward(&self, logits: &CpuBuf, labels: &CpuBuf, losses: &CpuBuf, probs: &CpuBuf, rows: usize, classes: usize) {
+        ops::cross_entropy::cross_entropy_forward(&logits.r(), &labels.r(), &mut losses.w(), &mut probs.w(), rows, classes);
+    }
+    fn cross_entropy_backward(&self, dloss: &CpuBuf, probs: &CpuBuf, labels: &CpuBuf, dlogits: &CpuBuf, rows: usize, classes: usize) {
+        ops::cross_entropy::cross_entropy_backward(&dloss.r(), &probs.r(), &labels.r(), &mut dlogits.w(), rows, classes);
+    }
+
+    fn mse_forward(&self, pred: &CpuBuf, target: &CpuBuf, losses: &CpuBuf, rows: usize, cols: usize) {
+        ops::mse::mse_forward(&pred.r(), &target.r(), &mut losses.w(), rows, cols);
+    }
+    fn mse_backward(&self, dloss: &CpuBuf, pred: &CpuBuf, target: &CpuBuf, dpred: &CpuBuf, rows: usize, cols: usize) {
+        ops::mse::mse_backward(&dloss.r(), &pred.r(), &target.r(), &mut dpred.w(), rows, cols);
+    }
+
+    fn sum_squares(&self, x: &CpuBuf, n: usize, out: &CpuBuf, slot: usize) {
+        let s = ops::adamw::sum_squares(&x.r(), n);
+        out.w()[slot] = s;
+    }
+    fn clip_coef(&self, sums: &CpuBuf, count: usize, max_norm: f32, coef: &CpuBuf) {
+        let c = ops::adamw::clip_coef(&sums.r(), count, max_norm);
+        coef.w()[..2].copy_from_slice(&c);
+    }
+    fn adamw(&self, param: &CpuBuf, grad: &CpuBuf, m: &CpuBuf, v: &CpuBuf, coef: Option<&CpuBuf>, n: usize, hp: &AdamW) {
+        let coef = coef.map(|c| c.r()[0]).unwrap_or(1.0);
+        ops::adamw::adamw(&mut param.w(), &grad.r(), &mut m.w(), &mut v.w(), coef, n, hp);
+    }
+}

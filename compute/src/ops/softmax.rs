@@ -1,0 +1,59 @@
+//! Row-wise softmax, numerically stable (subtract the row max). Attention's scale is
+//! applied by the matmul that produces the scores. Shader: `shaders/softmax.wgsl`.
+use super::for_rows;
+
+pub fn softmax_forward(x: &[f32], y: &mut [f32], rows: usize, cols: usize) {
+    for_rows(&mut y[..rows * cols], cols, |r, yr| {
+        let xr = &x[r * cols..(r + 1) * cols];
+        let max = xr.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+        let mut sum = 0.0;
+        for (o, v) in yr.iter_mut().zip(xr) {
+            *o = (v - max).exp();
+            sum += *o;
+        }
+        for o in yr.iter_mut() {
+            *o /= sum;
+        }
+    });
+}
+
+/// `dx += y ⊙ (dy − Σ dy⊙y)`.
+pub fn softmax_backward(dy: &[f32], y: &[f32], dx: &mut [f32], rows: usize, cols: usize) {
+    for_rows(&mut dx[..rows * cols], cols, |r, dxr| {
+        let (yr, dyr) = (&y[r * cols..(r + 1) * cols], &dy[r * cols..(r + 1) * cols]);
+        let dot: f32 = yr.iter().zip(dyr).map(|(a, b)| a * b).sum();
+        for c in 0..cols {
+            dxr[c] += yr[c] * (dyr[c] - dot);
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::testing::*;
+
+    #[test]
+    fn softmax_backward_matches_finite_differences() {
+        let (rows, cols) = (3, 5);
+        let x = randn(rows * cols, 5);
+        let w = randn(rows * cols, 6);
+        let loss = |x: &[f32]| {
+            let mut y = vec![0.0; rows * cols];
+            softmax_forward(x, &mut y, rows, cols);
+            weighted_sum(&y, &w)
+        };
+        let mut y = vec![0.0; rows * cols];
+        softmax_forward(&x, &mut y, rows, cols);
+        let mut dx = vec![0.0; rows * cols];
+        softmax_backward(&w, &y, &mut dx, rows, cols);
+        assert_close_f64("dx", &dx, &finite_diff(&x, 1e-3, loss), 1e-3, 1e-3);
+    }
+
+    #[test]
+    fn softmax_survives_large_logits() {
+        let mut y = [0.0; 3];
+        softmax_forward(&[1000.0, 1000.0, -1000.0], &mut y, 1, 3);
+        assert_close("y", &y, &[0.5, 0.5, 0.0], 1e-6, 0.0);
+    }
+}
