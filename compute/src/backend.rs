@@ -237,7 +237,16 @@ pub trait Backend {
     /// `x[b, 0] = cls + pos[0]`, `x[b, 1 + l] = patches[b, l] + pos[1 + l]`.
     /// `patches: [b, l, d]`, `cls: [d]`, `pos: [1 + l, d]`, `x: [b, 1 + l, d]`.
     #[allow(clippy::too_many_arguments)]
-    fn cls_pos_forward(&self, patches: &Self::Buf, cls: &Self::Buf, pos: &Self::Buf, x: &Self::Buf, b: usize, l: usize, d: usize);
+    fn cls_pos_forward(
+        &self,
+        patches: &Self::Buf,
+        cls: &Self::Buf,
+        pos: &Self::Buf,
+        x: &Self::Buf,
+        b: usize,
+        l: usize,
+        d: usize,
+    );
     /// `dpatches += dx[:, 1:]`, `dcls += Σ_b dx[b, 0]`, `dpos += Σ_b dx[b]` (`dpos`
     /// may be `None` for fixed sin-cos embeddings).
     #[allow(clippy::too_many_arguments)]

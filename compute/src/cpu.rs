@@ -135,7 +135,17 @@ impl Backend for Cpu {
         ops::softmax::softmax_backward(&dy.r(), &y.r(), &mut dx.w(), rows, cols);
     }
 
-    fn patchify_forward(&self, img: &CpuBuf, out: &CpuBuf, b: usize, c: usize, h: usize, w: usize, p: usize, order: PatchOrder) {
+    fn patchify_forward(
+        &self,
+        img: &CpuBuf,
+        out: &CpuBuf,
+        b: usize,
+        c: usize,
+        h: usize,
+        w: usize,
+        p: usize,
+        order: PatchOrder,
+    ) {
         ops::patchify::patchify_forward(&img.r(), &mut out.w(), b, c, h, w, p, order);
     }
     fn patchify_backward(
@@ -177,11 +187,41 @@ impl Backend for Cpu {
         );
     }
 
-    fn cross_entropy_forward(&self, logits: &CpuBuf, labels: &CpuBuf, losses: &CpuBuf, probs: &CpuBuf, rows: usize, classes: usize) {
-        ops::cross_entropy::cross_entropy_forward(&logits.r(), &labels.r(), &mut losses.w(), &mut probs.w(), rows, classes);
+    fn cross_entropy_forward(
+        &self,
+        logits: &CpuBuf,
+        labels: &CpuBuf,
+        losses: &CpuBuf,
+        probs: &CpuBuf,
+        rows: usize,
+        classes: usize,
+    ) {
+        ops::cross_entropy::cross_entropy_forward(
+            &logits.r(),
+            &labels.r(),
+            &mut losses.w(),
+            &mut probs.w(),
+            rows,
+            classes,
+        );
     }
-    fn cross_entropy_backward(&self, dloss: &CpuBuf, probs: &CpuBuf, labels: &CpuBuf, dlogits: &CpuBuf, rows: usize, classes: usize) {
-        ops::cross_entropy::cross_entropy_backward(&dloss.r(), &probs.r(), &labels.r(), &mut dlogits.w(), rows, classes);
+    fn cross_entropy_backward(
+        &self,
+        dloss: &CpuBuf,
+        probs: &CpuBuf,
+        labels: &CpuBuf,
+        dlogits: &CpuBuf,
+        rows: usize,
+        classes: usize,
+    ) {
+        ops::cross_entropy::cross_entropy_backward(
+            &dloss.r(),
+            &probs.r(),
+            &labels.r(),
+            &mut dlogits.w(),
+            rows,
+            classes,
+        );
     }
 
     fn mse_forward(&self, pred: &CpuBuf, target: &CpuBuf, losses: &CpuBuf, rows: usize, cols: usize) {
@@ -199,7 +239,16 @@ impl Backend for Cpu {
         let c = ops::adamw::clip_coef(&sums.r(), count, max_norm);
         coef.w()[..2].copy_from_slice(&c);
     }
-    fn adamw(&self, param: &CpuBuf, grad: &CpuBuf, m: &CpuBuf, v: &CpuBuf, coef: Option<&CpuBuf>, n: usize, hp: &AdamW) {
+    fn adamw(
+        &self,
+        param: &CpuBuf,
+        grad: &CpuBuf,
+        m: &CpuBuf,
+        v: &CpuBuf,
+        coef: Option<&CpuBuf>,
+        n: usize,
+        hp: &AdamW,
+    ) {
         let coef = coef.map(|c| c.r()[0]).unwrap_or(1.0);
         ops::adamw::adamw(&mut param.w(), &grad.r(), &mut m.w(), &mut v.w(), coef, n, hp);
     }

@@ -1,12 +1,25 @@
 //! Patchwork's engine: Vision Transformers forward and backward, written once over
-//! [`Backend`] and run by the CPU reference ([`Cpu`]) or hand-written WGSL ([`gpu::Gpu`]).
+//! [`Backend`] and run by the CPU reference ([`Cpu`]) or hand-written WGSL (`gpu::Gpu`).
+
+// Reference code indexes like the math it transcribes (llm.c style), and ops take their
+// sizes as plain arguments.
+#![allow(clippy::needless_range_loop, clippy::too_many_arguments)]
 pub mod backend;
 pub mod cpu;
+pub mod fixture;
+pub mod layers;
 pub mod ops;
+pub mod optim;
+pub mod params;
 pub mod rng;
+pub mod vit;
+pub mod weights;
 
 pub use backend::{AdamW, Backend, Matmul, PatchOrder, Strides};
 pub use cpu::Cpu;
+pub use params::Params;
+pub use vit::{Vit, VitConfig, VitForward};
+pub use weights::{Tensor, TensorFile, WeightsError};
 
 /// Block on a future natively (the CPU backend's futures are ready at once; the GPU's
 /// resolve after `poll`). On the web, `await` instead.

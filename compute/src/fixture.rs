@@ -1,0 +1,214 @@
+//! Parity fixtures, format `patchwork-fixture/1`: one safetensors file written by the
+//! PyTorch generator in `tests/reference/`. `__metadata__` holds `format`, `case` and
+//! `config` (JSON with the reference constructor's argument names); tensors are the
+//! parameters under their reference names, inputs under `input.`, expected outputs under
+//! `expect.`. [`run`] recomputes every expected key present on a backend and reports its
+//! error; a key it does not know is a failure, never skipped.
+use std::fmt;
+
+use crate::backend::Backend;
+use crate::vit::{Vit, VitConfig};
+use crate::weights::{TensorFile, WeightsError};
+
+pub const FORMAT: &str = "patchwork-fixture/1";
+
+/// One compared key.
+#[derive(Clone, Debug)]
+pub struct Check {
+    pub key: String,
+    pub max_abs: f32,
+    /// `max |got − want| / max |want|`.
+    pub max_rel: f32,
+    pub passed: bool,
+    /// Set when the key could not be compared (unknown key, wrong shape).
+    pub problem: Option<String>,
+}
+
+impl fmt::Display for Check {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let verdict = if self.passed { "ok  " } else { "FAIL" };
+        match &self.problem {
+            Some(p) => write!(f, "{verdict} {:<44} {p}", self.key),
+            None => write!(f, "{verdict} {:<44} max abs {:.3e}  rel {:.3e}", self.key, self.max_abs, self.max_rel),
+        }
+    }
+}
+
+/// Pass when `max_abs ≤ atol` or `max_rel ≤ rtol`.
+#[derive(Clone, Copy, Debug)]
+pub struct Tolerance {
+    pub atol: f32,
+    pub rtol: f32,
+}
+
+impl Default for Tolerance {
+    fn default() -> Self {
+        Tolerance { atol: 1e-4, rtol: 1e-3 }
+    }
+}
+
+#[derive(Debug)]
+pub enum FixtureError {
+    Malformed(String),
+    Weights(WeightsError),
+}
+
+impl fmt::Display for FixtureError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FixtureError::Malformed(m) => write!(f, "malformed fixture: {m}"),
+            FixtureError::Weights(e) => write!(f, "fixture weights do not fit its config: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for FixtureError {}
+
+impl From<WeightsError> for FixtureError {
+    fn from(e: WeightsError) -> Self {
+        FixtureError::Weights(e)
+    }
+}
+
+fn malformed<T>(m: impl Into<String>) -> Result<T, FixtureError> {
+    Err(FixtureError::Malformed(m.into()))
+}
+
+/// Compare `got` against the expected tensor `key` of `file`.
+pub fn compare(file: &TensorFile, key: &str, got: &[f32], tol: Tolerance) -> Check {
+    let want = file.tensors[key].to_f32();
+    if want.len() != got.len() {
+        let problem = format!("expected {} values {:?}, computed {}", want.len(), file.tensors[key].shape, got.len());
+        return Check { key: key.into(), max_abs: f32::NAN, max_rel: f32::NAN, passed: false, problem: Some(problem) };
+    }
+    let mut max_abs = 0f32;
+    let mut scale = 0f32;
+    let mut finite = true;
+    for (g, w) in got.iter().zip(&want) {
+        finite &= g.is_finite();
+        max_abs = max_abs.max((g - w).abs());
+        scale = scale.max(w.abs());
+    }
+    let max_rel = if scale > 0.0 { max_abs / scale } else { max_abs };
+    let passed = finite && (max_abs <= tol.atol || max_rel <= tol.rtol);
+    Check { key: key.into(), max_abs, max_rel, passed, problem: (!finite).then(|| "non-finite values".into()) }
+}
+
+fn unknown(key: &str) -> Check {
+    Check {
+        key: key.into(),
+        max_abs: f32::NAN,
+        max_rel: f32::NAN,
+        passed: false,
+        problem: Some("unknown expected key for this case".into()),
+    }
+}
+
+/// The fixture's case and config, checked.
+pub fn header(file: &TensorFile) -> Result<(String, String), FixtureError> {
+    match file.metadata.get("format") {
+        Some(f) if f == FORMAT => {}
+        Some(f) => return malformed(format!("format is {f:?}, this build reads {FORMAT:?}")),
+        None => return malformed(format!("no `format` in __metadata__ (expected {FORMAT:?})")),
+    }
+    let case = file.metadata.get("case").cloned().ok_or(FixtureError::Malformed("no `case` in __metadata__".into()))?;
+    let config =
+        file.metadata.get("config").cloned().ok_or(FixtureError::Malformed("no `config` in __metadata__".into()))?;
+    Ok((case, config))
+}
+
+/// Run the case a fixture describes on `be` and compare every `expect.` key.
+pub async fn run<B: Backend>(be: &B, file: &TensorFile, tol: Tolerance) -> Result<Vec<Check>, FixtureError> {
+    let (case, config) = header(file)?;
+    match case.as_str() {
+        "vit" => run_vit(be, file, &config, tol).await,
+        other => malformed(format!("case {other:?} is not known to this build (known: vit)")),
+    }
+}
+
+async fn run_vit<B: Backend>(
+    be: &B,
+    file: &TensorFile,
+    config: &str,
+    tol: Tolerance,
+) -> Result<Vec<Check>, FixtureError> {
+    let cfg = VitConfig::from_json(config)?;
+    let model = Vit::from_file(be, cfg.clone(), file)?;
+    let x = file.tensors.get("input.x").ok_or(FixtureError::Malformed("no `input.x`".into()))?;
+    let [h, w] = cfg.img_size;
+    if x.shape.len() != 4 || x.shape[1..] != [cfg.in_chans, h, w] {
+        return malformed(format!("input.x has shape {:?}, config wants [B, {}, {h}, {w}]", x.shape, cfg.in_chans));
+    }
+    let batch = x.shape[0];
+    let xb = be.upload(&x.to_f32());
+    let fwd = model.forward(be, &xb, batch);
+
+    let labels = match file.tensors.get("input.labels") {
+        Some(t) => {
+            let l = t.as_i64().ok_or(FixtureError::Malformed("input.labels must be an integer tensor".into()))?;
+            if l.len() != batch || l.iter().any(|v| *v < 0 || *v as usize >= cfg.num_classes.max(1)) {
+                return malformed(format!("input.labels must hold {batch} labels in 0..{}", cfg.num_classes));
+            }
+            Some(l.iter().map(|v| *v as u32).collect::<Vec<u32>>())
+        }
+        None => None,
+    };
+    let expects: Vec<&String> = file.tensors.keys().filter(|k| k.starts_with("expect.")).collect();
+    let wants_grad = expects.iter().any(|k| k.starts_with("expect.grad."));
+    let wants_loss = expects.iter().any(|k| *k == "expect.loss");
+
+    // Mean cross-entropy, and its gradient when any gradient is expected.
+    let mut loss = None;
+    let grads = model.params.zeros_like(be);
+    let dimg = be.alloc(batch * cfg.in_chans * h * w);
+    if wants_grad || wants_loss {
+        let (Some(labels), Some(logits)) = (&labels, &fwd.logits) else {
+            return malformed("expected loss or gradients need `input.labels` and a model with a head");
+        };
+        let k = cfg.num_classes;
+        let (losses, probs) = (be.alloc(batch), be.alloc(batch * k));
+        let lb = be.upload_u32(labels);
+        be.cross_entropy_forward(logits, &lb, &losses, &probs, batch, k);
+        if wants_grad {
+            let dlogits = be.alloc(batch * k);
+            be.cross_entropy_backward(&be.upload(&vec![1.0 / batch as f32; batch]), &probs, &lb, &dlogits, batch, k);
+            model.backward(be, &fwd, Some(&dlogits), None, &grads, Some(&dimg));
+        }
+        let l = be.read(&losses).await;
+        loss = Some(l.iter().map(|v| *v as f64).sum::<f64>() / batch as f64);
+    }
+
+    let mut checks = Vec::new();
+    for key in expects {
+        let got: Option<Vec<f32>> = match key.strip_prefix("expect.").unwrap() {
+            "logits" => match &fwd.logits {
+                Some(l) => Some(be.read(l).await),
+                None => Some(model.pre_logits(be, &fwd).await),
+            },
+            "pre_logits" => Some(model.pre_logits(be, &fwd).await),
+            "features" => Some(be.read(&fwd.features).await),
+            "loss" => loss.map(|l| vec![l as f32]),
+            "grad.input.x" => Some(be.read(&dimg).await),
+            k => {
+                if let Some(name) = k.strip_prefix("grad.") {
+                    match grads.try_get(name) {
+                        Some(g) => Some(be.read(g).await),
+                        None => None,
+                    }
+                } else if let Some(i) = k.strip_prefix("attn_probs.") {
+                    match i.parse::<usize>().ok().and_then(|i| fwd.blocks.get(i)) {
+                        Some(b) => Some(be.read(&b.probs).await),
+                        None => None,
+                    }
+                } else {
+                    None
+                }
+            }
+        };
+        checks.push(match got {
+            Some(g) => compare(file, key, &g, tol),
+            None => unknown(key),
+        });
+    }
+    Ok(checks)
+}

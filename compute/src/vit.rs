@@ -1,0 +1,602 @@
+//! Vision Transformer with timm's `VisionTransformer` semantics: Conv2d patch embedding
+//! (stride = patch), a class token, learned position embeddings, pre-norm blocks
+//! `x = x + attn(norm1(x)); x = x + mlp(norm2(x))` with a fused qkv (optional bias),
+//! exact GELU, LayerNorm eps 1e-6, then `norm` and CLS pooling (`global_pool='token'`) or
+//! mean pooling of patch tokens and `fc_norm` (`global_pool='avg'`), and a linear head.
+//! Parameters carry timm's names; a `state_dict()` saved as safetensors loads unchanged.
+use serde::{Deserialize, Serialize};
+
+use crate::backend::{Backend, Matmul, PatchOrder, Strides};
+use crate::layers::{Attention, LayerNorm, Linear, NormSaved};
+use crate::params::Params;
+use crate::rng::Rng;
+use crate::weights::{TensorFile, WeightsError};
+
+/// timm's constructor arguments (their names, their defaults).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct VitConfig {
+    /// `[height, width]`; a single number means a square image.
+    #[serde(deserialize_with = "one_or_two")]
+    pub img_size: [usize; 2],
+    pub patch_size: usize,
+    pub in_chans: usize,
+    pub embed_dim: usize,
+    pub depth: usize,
+    pub num_heads: usize,
+    pub mlp_ratio: f32,
+    pub qkv_bias: bool,
+    /// 0 means no head: the pooled features are the output.
+    pub num_classes: usize,
+    /// `"token"` (class token) or `"avg"` (mean of patch tokens, then `fc_norm`).
+    pub global_pool: String,
+    /// Only timm's defaults are supported; they are accepted so configs round-trip.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub class_token: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub no_embed_class: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pre_norm: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fc_norm: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dynamic_img_size: Option<bool>,
+}
+
+fn one_or_two<'de, D: serde::Deserializer<'de>>(d: D) -> Result<[usize; 2], D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrTwo {
+        One(usize),
+        Two([usize; 2]),
+    }
+    Ok(match OneOrTwo::deserialize(d)? {
+        OneOrTwo::One(s) => [s, s],
+        OneOrTwo::Two(s) => s,
+    })
+}
+
+impl Default for VitConfig {
+    fn default() -> Self {
+        VitConfig {
+            img_size: [224, 224],
+            patch_size: 16,
+            in_chans: 3,
+            embed_dim: 768,
+            depth: 12,
+            num_heads: 12,
+            mlp_ratio: 4.0,
+            qkv_bias: true,
+            num_classes: 1000,
+            global_pool: "token".into(),
+            class_token: None,
+            no_embed_class: None,
+            pre_norm: None,
+            fc_norm: None,
+            dynamic_img_size: None,
+        }
+    }
+}
+
+impl VitConfig {
+    pub fn from_json(s: &str) -> Result<Self, WeightsError> {
+        let cfg: VitConfig = serde_json::from_str(s).map_err(|e| WeightsError::Config(e.to_string()))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn validate(&self) -> Result<(), WeightsError> {
+        let bad = |m: String| Err(WeightsError::Config(m));
+        let [h, w] = self.img_size;
+        if self.patch_size == 0 || !h.is_multiple_of(self.patch_size) || !w.is_multiple_of(self.patch_size) {
+            return bad(format!("img_size {h}×{w} is not a multiple of patch_size {}", self.patch_size));
+        }
+        if self.num_heads == 0 || !self.embed_dim.is_multiple_of(self.num_heads) {
+            return bad(format!("embed_dim {} is not divisible by num_heads {}", self.embed_dim, self.num_heads));
+        }
+        if !matches!(self.global_pool.as_str(), "token" | "avg") {
+            return bad(format!("global_pool {:?} is not supported (use \"token\" or \"avg\")", self.global_pool));
+        }
+        if self.class_token == Some(false) || self.no_embed_class == Some(true) || self.pre_norm == Some(true) {
+            return bad("only class_token=True, no_embed_class=False, pre_norm=False are supported".into());
+        }
+        if self.fc_norm.is_some_and(|f| f != self.avg_pool()) || self.dynamic_img_size == Some(true) {
+            return bad(
+                "only fc_norm=None (timm's default for the pool) and dynamic_img_size=False are supported".into()
+            );
+        }
+        if self.in_chans == 0 || self.depth == 0 || self.embed_dim == 0 {
+            return bad("in_chans, depth and embed_dim must be positive".into());
+        }
+        Ok(())
+    }
+
+    pub fn grid(&self) -> [usize; 2] {
+        [self.img_size[0] / self.patch_size, self.img_size[1] / self.patch_size]
+    }
+    /// Patches per image.
+    pub fn patches(&self) -> usize {
+        self.grid()[0] * self.grid()[1]
+    }
+    /// Tokens per image (patches + class token).
+    pub fn tokens(&self) -> usize {
+        self.patches() + 1
+    }
+    pub fn mlp_hidden(&self) -> usize {
+        (self.embed_dim as f32 * self.mlp_ratio) as usize
+    }
+    pub fn head_dim(&self) -> usize {
+        self.embed_dim / self.num_heads
+    }
+    fn avg_pool(&self) -> bool {
+        self.global_pool == "avg"
+    }
+
+    /// Every parameter's timm name and shape, in `state_dict()` order.
+    pub fn param_shapes(&self) -> Vec<(String, Vec<usize>)> {
+        let (d, p, c, hid) = (self.embed_dim, self.patch_size, self.in_chans, self.mlp_hidden());
+        let mut v: Vec<(String, Vec<usize>)> = vec![
+            ("cls_token".into(), vec![1, 1, d]),
+            ("pos_embed".into(), vec![1, self.tokens(), d]),
+            ("patch_embed.proj.weight".into(), vec![d, c, p, p]),
+            ("patch_embed.proj.bias".into(), vec![d]),
+        ];
+        for i in 0..self.depth {
+            let b = format!("blocks.{i}.");
+            v.push((format!("{b}norm1.weight"), vec![d]));
+            v.push((format!("{b}norm1.bias"), vec![d]));
+            v.push((format!("{b}attn.qkv.weight"), vec![3 * d, d]));
+            if self.qkv_bias {
+                v.push((format!("{b}attn.qkv.bias"), vec![3 * d]));
+            }
+            v.push((format!("{b}attn.proj.weight"), vec![d, d]));
+            v.push((format!("{b}attn.proj.bias"), vec![d]));
+            v.push((format!("{b}norm2.weight"), vec![d]));
+            v.push((format!("{b}norm2.bias"), vec![d]));
+            v.push((format!("{b}mlp.fc1.weight"), vec![hid, d]));
+            v.push((format!("{b}mlp.fc1.bias"), vec![hid]));
+            v.push((format!("{b}mlp.fc2.weight"), vec![d, hid]));
+            v.push((format!("{b}mlp.fc2.bias"), vec![d]));
+        }
+        let norm = if self.avg_pool() { "fc_norm" } else { "norm" };
+        v.push((format!("{norm}.weight"), vec![d]));
+        v.push((format!("{norm}.bias"), vec![d]));
+        if self.num_classes > 0 {
+            v.push(("head.weight".into(), vec![self.num_classes, d]));
+            v.push(("head.bias".into(), vec![self.num_classes]));
+        }
+        v
+    }
+
+    /// Multiply-add FLOPs of one forward pass's matmuls for `batch` images (×2 per MAC);
+    /// backward costs twice this.
+    pub fn forward_matmul_flops(&self, batch: usize) -> f64 {
+        let (n, d, hid) = (self.tokens() as f64, self.embed_dim as f64, self.mlp_hidden() as f64);
+        let l = self.patches() as f64;
+        let e = (self.in_chans * self.patch_size * self.patch_size) as f64;
+        let per_block = n * (3.0 * d * d + d * d + 2.0 * d * hid) + 2.0 * n * n * d;
+        2.0 * batch as f64 * (l * e * d + self.depth as f64 * per_block + d * self.num_classes as f64)
+    }
+}
+
+/// One block's layers (weights or their gradients).
+struct Block<B: Backend> {
+    norm1: LayerNorm<B>,
+    qkv: Linear<B>,
+    proj: Linear<B>,
+    norm2: LayerNorm<B>,
+    fc1: Linear<B>,
+    fc2: Linear<B>,
+}
+
+/// The model's layers bound to a [`Params`] (weights, or gradients of the same names).
+struct Parts<B: Backend> {
+    cls: B::Buf,
+    pos: B::Buf,
+    patch: Linear<B>,
+    blocks: Vec<Block<B>>,
+    /// `norm` (token pooling) or `fc_norm` (avg pooling).
+    norm: LayerNorm<B>,
+    head: Option<Linear<B>>,
+}
+
+impl<B: Backend> Parts<B> {
+    fn bind(cfg: &VitConfig, p: &Params<B>) -> Self {
+        let (d, hid) = (cfg.embed_dim, cfg.mlp_hidden());
+        let lin = |name: &str, inp, out, bias: bool| Linear {
+            w: p.get(&format!("{name}.weight")).clone(),
+            b: bias.then(|| p.get(&format!("{name}.bias")).clone()),
+            inp,
+            out,
+        };
+        let ln = |name: &str| LayerNorm {
+            w: p.get(&format!("{name}.weight")).clone(),
+            b: p.get(&format!("{name}.bias")).clone(),
+            dim: d,
+            eps: 1e-6,
+        };
+        let e = cfg.in_chans * cfg.patch_size * cfg.patch_size;
+        Parts {
+            cls: p.get("cls_token").clone(),
+            pos: p.get("pos_embed").clone(),
+            patch: lin("patch_embed.proj", e, d, true),
+            blocks: (0..cfg.depth)
+                .map(|i| Block {
+                    norm1: ln(&format!("blocks.{i}.norm1")),
+                    qkv: lin(&format!("blocks.{i}.attn.qkv"), d, 3 * d, cfg.qkv_bias),
+                    proj: lin(&format!("blocks.{i}.attn.proj"), d, d, true),
+                    norm2: ln(&format!("blocks.{i}.norm2")),
+                    fc1: lin(&format!("blocks.{i}.mlp.fc1"), d, hid, true),
+                    fc2: lin(&format!("blocks.{i}.mlp.fc2"), hid, d, true),
+                })
+                .collect(),
+            norm: ln(if cfg.avg_pool() { "fc_norm" } else { "norm" }),
+            head: (cfg.num_classes > 0).then(|| lin("head", d, cfg.num_classes, true)),
+        }
+    }
+}
+
+/// What one block's forward keeps for its backward.
+pub struct BlockSaved<B: Backend> {
+    x: B::Buf,
+    ln1: B::Buf,
+    ln1_saved: NormSaved<B>,
+    qkv: B::Buf,
+    /// Attention probabilities `[batch, heads, tokens, tokens]`.
+    pub probs: B::Buf,
+    attn_out: B::Buf,
+    x_mid: B::Buf,
+    ln2: B::Buf,
+    ln2_saved: NormSaved<B>,
+    hidden: B::Buf,
+    act: B::Buf,
+}
+
+/// A forward pass: its outputs, and everything its backward needs.
+pub struct VitForward<B: Backend> {
+    pub batch: usize,
+    patches: B::Buf,
+    pub blocks: Vec<BlockSaved<B>>,
+    /// The last block's output `[batch, tokens, dim]`.
+    x_final: B::Buf,
+    /// timm's `forward_features`: final-norm tokens (token pooling), or the last block's
+    /// output (avg pooling, where `norm` is the identity). `[batch, tokens, dim]`.
+    pub features: B::Buf,
+    norm_saved: NormSaved<B>,
+    /// Avg pooling: the mean of patch tokens `[batch, dim]` before `fc_norm`.
+    pooled_mean: Option<B::Buf>,
+    /// `forward_head(pre_logits=True)` for avg pooling `[batch, dim]`; for token pooling
+    /// the class token of `features` (see [`Vit::pre_logits`]).
+    pooled: Option<B::Buf>,
+    /// `[batch, num_classes]` when the model has a head.
+    pub logits: Option<B::Buf>,
+}
+
+pub struct Vit<B: Backend> {
+    pub cfg: VitConfig,
+    pub params: Params<B>,
+}
+
+impl<B: Backend> Vit<B> {
+    /// Fresh weights as timm initialises them: trunc-normal(0.02) linear weights and
+    /// position embeddings, zero biases, unit LayerNorms, a near-zero class token, and
+    /// PyTorch's default Conv2d init for the patch embedding.
+    pub fn init(be: &B, cfg: VitConfig, seed: u64) -> Self {
+        let mut rng = Rng::new(seed);
+        let mut params = Params::new();
+        let fan_in = (cfg.in_chans * cfg.patch_size * cfg.patch_size) as f32;
+        for (name, shape) in cfg.param_shapes() {
+            let n: usize = shape.iter().product();
+            let values: Vec<f32> = if name.starts_with("patch_embed") {
+                let bound = fan_in.powf(-0.5);
+                (0..n).map(|_| (rng.uniform() * 2.0 - 1.0) * bound).collect()
+            } else if name == "cls_token" {
+                (0..n).map(|_| rng.normal() * 1e-6).collect()
+            } else if name == "pos_embed" || name.ends_with("weight") && shape.len() == 2 {
+                (0..n).map(|_| rng.trunc_normal(0.02)).collect()
+            } else if name.contains("norm") && name.ends_with("weight") {
+                vec![1.0; n]
+            } else {
+                vec![0.0; n]
+            };
+            params.push(name, shape, be.upload(&values));
+        }
+        Vit { cfg, params }
+    }
+
+    /// Load timm-named weights; names the missing, unexpected or misshapen tensors.
+    /// Tensors under `input.`/`expect.` (fixtures) are ignored.
+    pub fn from_file(be: &B, cfg: VitConfig, file: &TensorFile) -> Result<Self, WeightsError> {
+        cfg.validate()?;
+        let shapes = cfg.param_shapes();
+        file.check_names(&shapes, |n| !n.starts_with("input.") && !n.starts_with("expect."))?;
+        let params = Params::upload(be, &shapes, file);
+        Ok(Vit { cfg, params })
+    }
+
+    /// `x: [batch, in_chans, h, w]` → features, pooled output and logits.
+    pub fn forward(&self, be: &B, x: &B::Buf, batch: usize) -> VitForward<B> {
+        let cfg = &self.cfg;
+        let w = Parts::bind(cfg, &self.params);
+        let (l, n, d) = (cfg.patches(), cfg.tokens(), cfg.embed_dim);
+        let [h, wd] = cfg.img_size;
+        let e = w.patch.inp;
+        let patches = be.alloc(batch * l * e);
+        be.patchify_forward(x, &patches, batch, cfg.in_chans, h, wd, cfg.patch_size, PatchOrder::ChannelFirst);
+        let embedded = be.alloc(batch * l * d);
+        w.patch.forward(be, &patches, &embedded, batch * l);
+        let mut xs = be.alloc(batch * n * d);
+        be.cls_pos_forward(&embedded, &w.cls, &w.pos, &xs, batch, l, d);
+
+        let mut blocks = Vec::with_capacity(cfg.depth);
+        for blk in &w.blocks {
+            let (saved, out) = self.block_forward(be, blk, xs, batch);
+            blocks.push(saved);
+            xs = out;
+        }
+
+        let (features, norm_saved, pooled_mean, pooled) = if cfg.avg_pool() {
+            let mean = be.alloc(batch * d);
+            be.matmul(&self.mean_of_patches(batch), &self.mean_weights(be), &xs, None, &mean);
+            let pooled = be.alloc(batch * d);
+            let saved = w.norm.forward(be, &mean, &pooled, batch);
+            (xs.clone(), saved, Some(mean), Some(pooled))
+        } else {
+            let features = be.alloc(batch * n * d);
+            let saved = w.norm.forward(be, &xs, &features, batch * n);
+            (features, saved, None, None)
+        };
+        let logits = w.head.as_ref().map(|head| {
+            let logits = be.alloc(batch * head.out);
+            match &pooled {
+                Some(p) => head.forward(be, p, &logits, batch),
+                None => head.forward_strided(be, &features, n * d, &logits, batch),
+            }
+            logits
+        });
+        VitForward { batch, patches, blocks, x_final: xs, features, norm_saved, pooled_mean, pooled, logits }
+    }
+
+    fn block_forward(&self, be: &B, blk: &Block<B>, x: B::Buf, batch: usize) -> (BlockSaved<B>, B::Buf) {
+        let cfg = &self.cfg;
+        let (n, d) = (cfg.tokens(), cfg.embed_dim);
+        let rows = batch * n;
+        let attn = Attention { batch, tokens: n, heads: cfg.num_heads, head_dim: cfg.head_dim() };
+
+        let ln1 = be.alloc(rows * d);
+        let ln1_saved = blk.norm1.forward(be, &x, &ln1, rows);
+        let qkv = be.alloc(rows * 3 * d);
+        blk.qkv.forward(be, &ln1, &qkv, rows);
+        let attn_out = be.alloc(rows * d);
+        let probs = attn.forward(be, &qkv, &attn_out);
+        let x_mid = be.alloc(rows * d);
+        be.copy(&x, 0, &x_mid, 0, rows * d);
+        blk.proj.forward_add(be, &attn_out, &x_mid, rows);
+
+        let ln2 = be.alloc(rows * d);
+        let ln2_saved = blk.norm2.forward(be, &x_mid, &ln2, rows);
+        let hidden = be.alloc(rows * blk.fc1.out);
+        blk.fc1.forward(be, &ln2, &hidden, rows);
+        let act = be.alloc(rows * blk.fc1.out);
+        be.gelu_forward(&hidden, &act, rows * blk.fc1.out);
+        let out = be.alloc(rows * d);
+        be.copy(&x_mid, 0, &out, 0, rows * d);
+        blk.fc2.forward_add(be, &act, &out, rows);
+        (BlockSaved { x, ln1, ln1_saved, qkv, probs, attn_out, x_mid, ln2, ln2_saved, hidden, act }, out)
+    }
+
+    /// `dx += ∂/∂x` of one block, in place: `dx` holds the gradient of the block's output
+    /// on entry and of its input on return (the residual stream needs no copies).
+    fn block_backward(&self, be: &B, blk: &Block<B>, g: &Block<B>, s: &BlockSaved<B>, dx: &B::Buf, batch: usize) {
+        let cfg = &self.cfg;
+        let (n, d) = (cfg.tokens(), cfg.embed_dim);
+        let rows = batch * n;
+        let attn = Attention { batch, tokens: n, heads: cfg.num_heads, head_dim: cfg.head_dim() };
+
+        let dact = be.alloc(rows * blk.fc1.out);
+        blk.fc2.backward(be, dx, &s.act, &g.fc2, Some(&dact), rows);
+        let dhidden = be.alloc(rows * blk.fc1.out);
+        be.gelu_backward(&dact, &s.hidden, &dhidden, rows * blk.fc1.out);
+        let dln2 = be.alloc(rows * d);
+        blk.fc1.backward(be, &dhidden, &s.ln2, &g.fc1, Some(&dln2), rows);
+        blk.norm2.backward(be, &dln2, &s.ln2_saved, &s.x_mid, &g.norm2, dx, rows);
+
+        let dattn = be.alloc(rows * d);
+        blk.proj.backward(be, dx, &s.attn_out, &g.proj, Some(&dattn), rows);
+        let dqkv = be.alloc(rows * 3 * d);
+        attn.backward(be, &dattn, &s.probs, &s.qkv, &dqkv);
+        let dln1 = be.alloc(rows * d);
+        blk.qkv.backward(be, &dqkv, &s.ln1, &g.qkv, Some(&dln1), rows);
+        blk.norm1.backward(be, &dln1, &s.ln1_saved, &s.x, &g.norm1, dx, rows);
+    }
+
+    /// Backward of [`Vit::forward`]: adds parameter gradients into `grads` (same names as
+    /// `params`) and, when `dimg` is given, the image gradient into it. Upstream gradients
+    /// may come for the logits, the features, or both.
+    pub fn backward(
+        &self,
+        be: &B,
+        fwd: &VitForward<B>,
+        dlogits: Option<&B::Buf>,
+        dfeatures: Option<&B::Buf>,
+        grads: &Params<B>,
+        dimg: Option<&B::Buf>,
+    ) {
+        let cfg = &self.cfg;
+        let (w, g) = (Parts::bind(cfg, &self.params), Parts::bind(cfg, grads));
+        let batch = fwd.batch;
+        let (l, n, d) = (cfg.patches(), cfg.tokens(), cfg.embed_dim);
+
+        // Gradient of the last block's output.
+        let dx = be.alloc(batch * n * d);
+        if cfg.avg_pool() {
+            // features are the last block's output itself
+            if let Some(df) = dfeatures {
+                be.copy(df, 0, &dx, 0, batch * n * d);
+            }
+            if let (Some(dlogits), Some(head)) = (dlogits, &w.head) {
+                let pooled = fwd.pooled.as_ref().expect("avg pooling keeps its pooled output");
+                let mean = fwd.pooled_mean.as_ref().expect("avg pooling keeps the mean");
+                let dpooled = be.alloc(batch * d);
+                head.backward(be, dlogits, pooled, g.head.as_ref().unwrap(), Some(&dpooled), batch);
+                let dmean = be.alloc(batch * d);
+                w.norm.backward(be, &dpooled, &fwd.norm_saved, mean, &g.norm, &dmean, batch);
+                let mm = self.mean_of_patches(batch);
+                // dx[b, 1 + t] += dmean[b] / L : the transpose of the mean's matmul
+                let back = Matmul {
+                    m: l,
+                    n: d,
+                    k: 1,
+                    a: Strides { offset: 0, row: 1, col: 1, batch_stride: [0, 0] },
+                    b: Strides { offset: 0, row: d, col: 1, batch_stride: [d, 0] },
+                    c: mm.b,
+                    beta: 1.0,
+                    ..mm
+                };
+                be.matmul(&back, &self.mean_weights(be), &dmean, None, &dx);
+            }
+        } else {
+            let dfeat = be.alloc(batch * n * d);
+            if let Some(df) = dfeatures {
+                be.copy(df, 0, &dfeat, 0, batch * n * d);
+            }
+            if let (Some(dlogits), Some(head)) = (dlogits, &w.head) {
+                head.backward_strided(be, dlogits, &fwd.features, n * d, g.head.as_ref().unwrap(), Some(&dfeat), batch);
+            }
+            w.norm.backward(be, &dfeat, &fwd.norm_saved, &fwd.x_final, &g.norm, &dx, batch * n);
+        }
+
+        for ((blk, gb), s) in w.blocks.iter().zip(&g.blocks).zip(&fwd.blocks).rev() {
+            self.block_backward(be, blk, gb, s, &dx, batch);
+        }
+
+        let dembedded = be.alloc(batch * l * d);
+        be.cls_pos_backward(&dx, &dembedded, &g.cls, Some(&g.pos), batch, l, d);
+        let dpatches = dimg.map(|_| be.alloc(batch * l * w.patch.inp));
+        w.patch.backward(be, &dembedded, &fwd.patches, &g.patch, dpatches.as_ref(), batch * l);
+        if let (Some(dimg), Some(dp)) = (dimg, &dpatches) {
+            let [h, wd] = cfg.img_size;
+            be.patchify_backward(dp, dimg, batch, cfg.in_chans, h, wd, cfg.patch_size, PatchOrder::ChannelFirst);
+        }
+    }
+
+    /// `mean[b] = Σ_t x[b, 1 + t] / L` as a batched matmul `[1, L] · [L, d]`.
+    fn mean_of_patches(&self, batch: usize) -> Matmul {
+        let (l, n, d) = (self.cfg.patches(), self.cfg.tokens(), self.cfg.embed_dim);
+        Matmul {
+            m: 1,
+            n: d,
+            k: l,
+            batch: [batch, 1],
+            a: Strides { offset: 0, row: 0, col: 1, batch_stride: [0, 0] },
+            b: Strides { offset: d, row: d, col: 1, batch_stride: [n * d, 0] },
+            c: Strides { offset: 0, row: d, col: 1, batch_stride: [d, 0] },
+            alpha: 1.0,
+            beta: 0.0,
+        }
+    }
+
+    fn mean_weights(&self, be: &B) -> B::Buf {
+        let l = self.cfg.patches();
+        be.upload(&vec![1.0 / l as f32; l])
+    }
+
+    /// `forward_head(pre_logits=True)`: `[batch, dim]`.
+    pub async fn pre_logits(&self, be: &B, fwd: &VitForward<B>) -> Vec<f32> {
+        if let Some(p) = &fwd.pooled {
+            return be.read(p).await;
+        }
+        let (n, d) = (self.cfg.tokens(), self.cfg.embed_dim);
+        let f = be.read(&fwd.features).await;
+        (0..fwd.batch).flat_map(|b| f[b * n * d..b * n * d + d].to_vec()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cpu::Cpu;
+    use crate::ops::testing::*;
+
+    fn micro(global_pool: &str, qkv_bias: bool) -> VitConfig {
+        VitConfig {
+            img_size: [8, 12],
+            patch_size: 4,
+            in_chans: 2,
+            embed_dim: 8,
+            depth: 2,
+            num_heads: 2,
+            mlp_ratio: 2.0,
+            qkv_bias,
+            num_classes: 3,
+            global_pool: global_pool.into(),
+            ..VitConfig::default()
+        }
+    }
+
+    /// Unit-scale random weights so attention is far from uniform.
+    fn randomise(be: &Cpu, model: &Vit<Cpu>, seed: u64) {
+        for (i, p) in model.params.list.iter().enumerate() {
+            let n: usize = p.shape.iter().product();
+            let v: Vec<f32> = randn(n, seed + i as u64).iter().map(|x| x * 0.5).collect();
+            be.write(&p.buf, &v);
+        }
+    }
+
+    fn loss_of(model: &Vit<Cpu>, be: &Cpu, x: &[f32], batch: usize, labels: &[u32]) -> f64 {
+        let xb = be.upload(x);
+        let fwd = model.forward(be, &xb, batch);
+        let classes = model.cfg.num_classes;
+        let (losses, probs) = (be.alloc(batch), be.alloc(batch * classes));
+        be.cross_entropy_forward(fwd.logits.as_ref().unwrap(), &be.upload_u32(labels), &losses, &probs, batch, classes);
+        crate::block_on(be.read(&losses)).iter().map(|v| *v as f64).sum::<f64>() / batch as f64
+    }
+
+    #[test]
+    fn vit_backward_matches_finite_differences() {
+        for (pool, bias) in [("token", true), ("avg", false)] {
+            let be = Cpu;
+            let cfg = micro(pool, bias);
+            let model = Vit::init(&be, cfg.clone(), 0);
+            randomise(&be, &model, 10);
+            let batch = 2;
+            let x = randn(batch * 2 * 8 * 12, 3);
+            let labels = [1u32, 2];
+            let xb = be.upload(&x);
+            let fwd = model.forward(&be, &xb, batch);
+            let (losses, probs) = (be.alloc(batch), be.alloc(batch * 3));
+            let lb = be.upload_u32(&labels);
+            be.cross_entropy_forward(fwd.logits.as_ref().unwrap(), &lb, &losses, &probs, batch, 3);
+            let dlogits = be.alloc(batch * 3);
+            be.cross_entropy_backward(&be.upload(&[0.5, 0.5]), &probs, &lb, &dlogits, batch, 3);
+            let grads = model.params.zeros_like(&be);
+            let dimg = be.alloc(x.len());
+            model.backward(&be, &fwd, Some(&dlogits), None, &grads, Some(&dimg));
+
+            let fd_x = finite_diff(&x, 1e-2, |x| loss_of(&model, &be, x, batch, &labels));
+            assert_close_f64(&format!("{pool}: d input"), &crate::block_on(be.read(&dimg)), &fd_x, 2e-3, 2e-2);
+            for p in &model.params.list {
+                let w0 = crate::block_on(be.read(&p.buf));
+                let fd = finite_diff(&w0, 1e-2, |w| {
+                    be.write(&p.buf, w);
+                    loss_of(&model, &be, &x, batch, &labels)
+                });
+                be.write(&p.buf, &w0);
+                let g = crate::block_on(be.read(grads.get(&p.name)));
+                assert_close_f64(&format!("{pool}: d {}", p.name), &g, &fd, 2e-3, 2e-2);
+            }
+        }
+    }
+
+    #[test]
+    fn config_accepts_int_or_pair_img_size_and_rejects_bad_shapes() {
+        let c = VitConfig::from_json(r#"{"img_size": 32, "patch_size": 8, "embed_dim": 48, "num_heads": 3}"#).unwrap();
+        assert_eq!(c.img_size, [32, 32]);
+        assert_eq!(c.tokens(), 17);
+        let c = VitConfig::from_json(r#"{"img_size": [16, 24], "patch_size": 8, "embed_dim": 48, "num_heads": 3}"#)
+            .unwrap();
+        assert_eq!(c.grid(), [2, 3]);
+        let e = VitConfig::from_json(r#"{"img_size": 30, "patch_size": 8}"#).unwrap_err();
+        assert!(e.to_string().contains("not a multiple of patch_size"), "{e}");
+    }
+}
