@@ -1,5 +1,5 @@
 //! Patchwork's engine: Vision Transformers forward and backward, written once over
-//! [`Backend`] and run by the CPU reference ([`Cpu`]) or hand-written WGSL (`gpu::Gpu`).
+//! [`Backend`] and run by the CPU reference ([`Cpu`]) or hand-written WGSL ([`gpu::Gpu`]).
 
 // Reference code indexes like the math it transcribes (llm.c style), and ops take their
 // sizes as plain arguments.
@@ -7,6 +7,7 @@
 pub mod backend;
 pub mod cpu;
 pub mod fixture;
+pub mod gpu;
 pub mod layers;
 pub mod ops;
 pub mod optim;
@@ -17,6 +18,7 @@ pub mod weights;
 
 pub use backend::{AdamW, Backend, Matmul, PatchOrder, Strides};
 pub use cpu::Cpu;
+pub use gpu::{Gpu, GpuBuf, GpuError, GpuStats};
 pub use params::Params;
 pub use vit::{Vit, VitConfig, VitForward};
 pub use weights::{Tensor, TensorFile, WeightsError};

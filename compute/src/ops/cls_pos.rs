@@ -61,3 +61,30 @@ mod tests {
         assert_eq!(x, [9.5, 1.25, 2.125, 9.5, 3.25, 4.125]);
     }
 }
+// GPU-STUB
+#[allow(clippy::too_many_arguments, unused)]
+pub fn cls_pos_forward_gpu(
+    g: &crate::gpu::Gpu,
+    patches: &crate::gpu::GpuBuf,
+    cls: &crate::gpu::GpuBuf,
+    pos: &crate::gpu::GpuBuf,
+    x: &crate::gpu::GpuBuf,
+    b: usize,
+    l: usize,
+    d: usize,
+) {
+    unimplemented!()
+}
+#[allow(clippy::too_many_arguments, unused)]
+pub fn cls_pos_backward_gpu(
+    g: &crate::gpu::Gpu,
+    dx: &crate::gpu::GpuBuf,
+    dp: &crate::gpu::GpuBuf,
+    dc: &crate::gpu::GpuBuf,
+    dpos: Option<&crate::gpu::GpuBuf>,
+    b: usize,
+    l: usize,
+    d: usize,
+) {
+    unimplemented!()
+}

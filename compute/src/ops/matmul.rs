@@ -1,6 +1,8 @@
 //! Strided batched matmul `C = βC + α·A·B (+ bias)` (see [`Matmul`]), the bias gradient
-//! `sum_rows`, and elementwise `add`. Shader: `shaders/matmul.wgsl`.
-use crate::backend::Matmul;
+//! `sum_rows`, and elementwise `add`. Shaders: `shaders/matmul.wgsl`,
+//! `shaders/sum_rows.wgsl`, `shaders/add.wgsl`.
+use crate::backend::{Matmul, Strides};
+use crate::gpu::{Bind, Gpu, GpuBuf, Kernel, Shader};
 
 /// CPU reference through `matrixmultiply::sgemm`, which takes arbitrary strides, so
 /// transposed and in-place views of qkv cost nothing. Batches run in parallel natively.
@@ -88,6 +90,111 @@ pub fn add(a: &[f32], b: &[f32], out: &mut [f32], n: usize) {
     }
 }
 
+// ---- GPU launchers ----
+
+pub const MATMUL: Shader = Shader { op: "matmul", source: include_str!("../../../shaders/matmul.wgsl") };
+pub const SUM_ROWS: Shader = Shader { op: "sum_rows", source: include_str!("../../../shaders/sum_rows.wgsl") };
+pub const ADD: Shader = Shader { op: "add", source: include_str!("../../../shaders/add.wgsl") };
+
+/// The matmul's workgroup shape: `wx × wy` invocations, each owning a `TM × TN` block, so
+/// a workgroup owns a `(TM·wy) × (TN·wx)` tile of C; `bk` is the staged k depth.
+#[derive(Clone, Copy, Debug)]
+pub struct MatmulTile {
+    pub name: &'static str,
+    pub wx: u32,
+    pub wy: u32,
+    pub bk: u32,
+}
+
+/// Rows and columns of C per invocation (`4·RG` and 4 in the shader).
+const TM: usize = 8;
+const TN: usize = 4;
+
+/// Tuned on lavapipe for ViT shapes (see the `matmul_gflops` test).
+pub const MATMUL_TILE: MatmulTile = MatmulTile { name: "", wx: 16, wy: 16, bk: 16 };
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct MatmulParams {
+    m: u32,
+    n: u32,
+    k: u32,
+    batch_inner: u32,
+    a: [u32; 5],
+    b: [u32; 5],
+    c: [u32; 5],
+    alpha: f32,
+    beta: f32,
+    has_bias: u32,
+    _pad: [u32; 2],
+}
+
+fn strides(s: &Strides) -> [u32; 5] {
+    [s.offset, s.row, s.col, s.batch_stride[0], s.batch_stride[1]].map(|v| u32::try_from(v).expect("stride over u32"))
+}
+
+pub fn matmul_gpu(gpu: &Gpu, p: &Matmul, a: &GpuBuf, b: &GpuBuf, bias: Option<&GpuBuf>, c: &GpuBuf) {
+    matmul_gpu_tiled(gpu, &MATMUL_TILE, p, a, b, bias, c)
+}
+
+pub fn matmul_gpu_tiled(
+    gpu: &Gpu,
+    tile: &MatmulTile,
+    p: &Matmul,
+    a: &GpuBuf,
+    b: &GpuBuf,
+    bias: Option<&GpuBuf>,
+    c: &GpuBuf,
+) {
+    let [ea, eb, ec] = p.extents();
+    assert!(a.len() >= ea && b.len() >= eb && c.len() >= ec, "matmul: operand too small for {p:?}");
+    assert!(p.beta == 0.0 || p.beta == 1.0, "matmul: beta must be 0 or 1");
+    if let Some(bias) = bias {
+        assert!(bias.len() >= p.n, "matmul: bias shorter than n");
+    }
+    let params = MatmulParams {
+        m: p.m as u32,
+        n: p.n as u32,
+        k: p.k as u32,
+        batch_inner: p.batch[1].max(1) as u32,
+        a: strides(&p.a),
+        b: strides(&p.b),
+        c: strides(&p.c),
+        alpha: p.alpha,
+        beta: p.beta,
+        has_bias: bias.is_some() as u32,
+        _pad: [0; 2],
+    };
+    let constants = [("WX", tile.wx as f64), ("WY", tile.wy as f64), ("BK", tile.bk as f64)];
+    let kernel = Kernel { shader: MATMUL, entry: "forward", variant: tile.name, constants: &constants };
+    let bias = bias.map_or(Bind::Dummy, Bind::Read);
+    let groups = [
+        p.n.div_ceil(TN * tile.wx as usize) as u32,
+        p.m.div_ceil(TM * tile.wy as usize) as u32,
+        p.batch_count() as u32,
+    ];
+    gpu.dispatch(&kernel, &params, &[Bind::Read(a), Bind::Read(b), bias, Bind::Write(c)], groups);
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct RowsCols {
+    rows: u32,
+    cols: u32,
+}
+
+pub fn sum_rows_gpu(gpu: &Gpu, x: &GpuBuf, out: &GpuBuf, rows: usize, cols: usize) {
+    let params = RowsCols { rows: rows as u32, cols: cols as u32 };
+    let groups = [cols.div_ceil(64) as u32, 1, 1];
+    gpu.dispatch(&SUM_ROWS.entry("forward"), &params, &[Bind::Read(x), Bind::Write(out)], groups);
+}
+
+pub fn add_gpu(gpu: &Gpu, a: &GpuBuf, b: &GpuBuf, out: &GpuBuf, n: usize) {
+    let params = [n as u32];
+    let groups = gpu.groups_1d(n.div_ceil(256));
+    gpu.dispatch(&ADD.entry("forward"), &params, &[Bind::Read(a), Bind::Read(b), Bind::Write(out)], groups);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -129,12 +236,7 @@ mod tests {
         matmul(&p, &a, &w, Some(&bias), &mut c);
         assert_close("linear", &c, &naive(&p, &a, &w, Some(&bias), &vec![0.0; m * n]), 1e-5, 1e-5);
         // accumulate Aᵀ·B into an existing C with alpha
-        let p = Matmul {
-            a: Strides::transposed(k),
-            alpha: 0.5,
-            beta: 1.0,
-            ..Matmul::plain(k, n, m)
-        };
+        let p = Matmul { a: Strides::transposed(k), alpha: 0.5, beta: 1.0, ..Matmul::plain(k, n, m) };
         let b2 = randn(m * n, 4);
         let c0 = randn(k * n, 5);
         let mut c = c0.clone();
@@ -170,5 +272,161 @@ mod tests {
         let mut out = [1.0, 1.0, 1.0];
         sum_rows(&x, &mut out, 2, 3);
         assert_eq!(out, [6.0, 8.0, 10.0]);
+    }
+
+    // ---- GPU against the reference ----
+
+    use crate::backend::Backend;
+    use crate::block_on;
+    use crate::gpu::test_gpu;
+
+    /// Run `p` on the GPU and on the CPU reference from the same starting C.
+    fn check_gpu(gpu: &Gpu, what: &str, p: &Matmul, with_bias: bool, seed: u64) {
+        let [ea, eb, ec] = p.extents();
+        let a = randn(ea, seed);
+        let b = randn(eb, seed + 1);
+        let c0 = randn(ec, seed + 2);
+        let bias = randn(p.n, seed + 3);
+        let mut want = c0.clone();
+        matmul(p, &a, &b, with_bias.then_some(&bias[..]), &mut want);
+        let (ga, gb, gc, gbias) = (gpu.upload(&a), gpu.upload(&b), gpu.upload(&c0), gpu.upload(&bias));
+        gpu.matmul(p, &ga, &gb, with_bias.then_some(&gbias), &gc);
+        let got = block_on(gpu.read(&gc));
+        assert_close(what, &got, &want, 1e-4, 1e-4);
+    }
+
+    #[test]
+    fn gpu_matmul_matches_reference_on_awkward_sizes() {
+        let Some(gpu) = test_gpu() else { return };
+        for (m, n, k) in [(1, 1, 1), (17, 13, 11), (65, 70, 37), (33, 129, 64)] {
+            let plain = Matmul::plain(m, n, k);
+            check_gpu(&gpu, &format!("plain {m}x{n}x{k}"), &plain, false, 1);
+            // y = x · Wᵀ + b, W: [n, k]
+            let linear = Matmul { b: Strides::transposed(k), ..plain };
+            check_gpu(&gpu, &format!("linear {m}x{n}x{k}"), &linear, true, 2);
+            // dW += dyᵀ · x: A = dyᵀ with dy: [k, m] seen transposed, accumulate
+            let at_b = Matmul { a: Strides::transposed(m), alpha: 0.5, beta: 1.0, ..plain };
+            check_gpu(&gpu, &format!("at_b beta=1 {m}x{n}x{k}"), &at_b, false, 3);
+            // C written transposed into a strided destination
+            let ct = Matmul { c: Strides::transposed(m), ..linear };
+            check_gpu(&gpu, &format!("c transposed {m}x{n}x{k}"), &ct, true, 4);
+        }
+    }
+
+    #[test]
+    fn gpu_matmul_reads_attention_views_in_qkv() {
+        let Some(gpu) = test_gpu() else { return };
+        // Q·Kᵀ then P·V straight out of a [b, n, 3, h, d] qkv buffer, 17 tokens.
+        let (bsz, n, h, d) = (2, 17, 3, 8);
+        let c3 = 3 * h * d;
+        let qk = Matmul {
+            m: n,
+            n,
+            k: d,
+            batch: [bsz, h],
+            a: Strides { offset: 0, row: c3, col: 1, batch_stride: [n * c3, d] },
+            b: Strides { offset: h * d, row: 1, col: c3, batch_stride: [n * c3, d] },
+            c: Strides { offset: 0, row: n, col: 1, batch_stride: [h * n * n, n * n] },
+            alpha: 0.125,
+            beta: 0.0,
+        };
+        check_gpu(&gpu, "q·kᵀ", &qk, false, 11);
+        // out[b, t, h, d] = P[b, h] · V: V at offset 2hd, output interleaved by head
+        let pv = Matmul {
+            m: n,
+            n: d,
+            k: n,
+            batch: [bsz, h],
+            a: Strides { offset: 0, row: n, col: 1, batch_stride: [h * n * n, n * n] },
+            b: Strides { offset: 2 * h * d, row: c3, col: 1, batch_stride: [n * c3, d] },
+            c: Strides { offset: 0, row: h * d, col: 1, batch_stride: [n * h * d, d] },
+            alpha: 1.0,
+            beta: 0.0,
+        };
+        check_gpu(&gpu, "p·v", &pv, false, 12);
+    }
+
+    #[test]
+    fn gpu_sum_rows_and_add_match_reference() {
+        let Some(gpu) = test_gpu() else { return };
+        let (rows, cols) = (65, 70);
+        let x = randn(rows * cols, 1);
+        let out0 = randn(cols, 2);
+        let mut want = out0.clone();
+        sum_rows(&x, &mut want, rows, cols);
+        let (gx, gout) = (gpu.upload(&x), gpu.upload(&out0));
+        gpu.sum_rows(&gx, &gout, rows, cols);
+        assert_close("sum_rows", &block_on(gpu.read(&gout)), &want, 1e-4, 1e-5);
+
+        let n = 1000;
+        let (a, b) = (randn(n, 3), randn(n, 4));
+        let mut want = vec![0.0; n];
+        add(&a, &b, &mut want, n);
+        let (ga, gb, gout) = (gpu.upload(&a), gpu.upload(&b), gpu.alloc(n));
+        gpu.add(&ga, &gb, &gout, n);
+        assert_close("add", &block_on(gpu.read(&gout)), &want, 0.0, 0.0);
+    }
+
+    /// Matmul throughput on ViT-Tiny training shapes (batch 64 × 65 tokens, D = 192), for
+    /// tuning [`MATMUL_TILE`]: `cargo test -p patchwork-compute --release matmul_gflops
+    /// -- --ignored --nocapture` (`PATCHWORK_TILES=all` also tries other tiles).
+    #[test]
+    #[ignore]
+    fn matmul_gflops() {
+        let Some(gpu) = test_gpu() else { return };
+        println!("{}", gpu.adapter_summary());
+        let (m, d) = (4160, 192);
+        let shapes = [
+            ("qkv   x·Wᵀ 4160x576x192", Matmul { b: Strides::transposed(d), ..Matmul::plain(m, 3 * d, d) }),
+            ("fc1   x·Wᵀ 4160x768x192", Matmul { b: Strides::transposed(d), ..Matmul::plain(m, 4 * d, d) }),
+            ("fc2dx dy·W 4160x192x768", Matmul::plain(m, d, 4 * d)),
+            (
+                "fc1dW dyᵀ·x 768x192x4160",
+                Matmul { a: Strides::transposed(4 * d), beta: 1.0, ..Matmul::plain(4 * d, d, m) },
+            ),
+        ];
+        let mut tiles = vec![MATMUL_TILE];
+        if std::env::var("PATCHWORK_TILES").is_ok_and(|v| v == "all") {
+            tiles.extend([
+                MatmulTile { name: "16x8k16", wx: 16, wy: 8, bk: 16 },
+                MatmulTile { name: "8x16k16", wx: 8, wy: 16, bk: 16 },
+                MatmulTile { name: "16x16k8", wx: 16, wy: 16, bk: 8 },
+                MatmulTile { name: "16x16k32", wx: 16, wy: 16, bk: 32 },
+            ]);
+        }
+        let sync = gpu.alloc(1);
+        for tile in &tiles {
+            for (name, p) in &shapes {
+                let [ea, eb, ec] = p.extents();
+                let (a, b, c) = (gpu.upload(&randn(ea, 1)), gpu.upload(&randn(eb, 2)), gpu.alloc(ec));
+                matmul_gpu_tiled(&gpu, tile, p, &a, &b, None, &c);
+                block_on(gpu.read(&sync));
+                let reps = 3;
+                let cpu0 = process_cpu_seconds();
+                let t = std::time::Instant::now();
+                for _ in 0..reps {
+                    matmul_gpu_tiled(&gpu, tile, p, &a, &b, None, &c);
+                }
+                block_on(gpu.read(&sync));
+                let s = t.elapsed().as_secs_f64() / reps as f64;
+                let cpu = (process_cpu_seconds() - cpu0) / reps as f64;
+                println!(
+                    "tile {:?} {name}: {:.1} ms, {:.2} GFLOP/s; per CPU-second {:.2} GFLOP",
+                    tile.name,
+                    s * 1e3,
+                    p.flops() / s / 1e9,
+                    p.flops() / cpu / 1e9
+                );
+            }
+        }
+    }
+
+    /// User + system CPU time of this process (lavapipe's workers included), from
+    /// /proc: a throughput measure that other processes' load does not skew.
+    fn process_cpu_seconds() -> f64 {
+        let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+        let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+        let ticks: f64 = fields.get(11..13).map_or(0.0, |f| f.iter().filter_map(|v| v.parse::<f64>().ok()).sum());
+        ticks / 100.0
     }
 }

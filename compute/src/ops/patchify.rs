@@ -19,7 +19,16 @@ pub fn source_index(n: usize, l: usize, e: usize, c: usize, h: usize, w: usize, 
 }
 
 #[allow(clippy::too_many_arguments)]
-pub fn patchify_forward(img: &[f32], out: &mut [f32], b: usize, c: usize, h: usize, w: usize, p: usize, order: PatchOrder) {
+pub fn patchify_forward(
+    img: &[f32],
+    out: &mut [f32],
+    b: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    p: usize,
+    order: PatchOrder,
+) {
     let (l, e) = ((h / p) * (w / p), c * p * p);
     for n in 0..b {
         for li in 0..l {
@@ -31,7 +40,16 @@ pub fn patchify_forward(img: &[f32], out: &mut [f32], b: usize, c: usize, h: usi
 }
 
 #[allow(clippy::too_many_arguments)]
-pub fn patchify_backward(dout: &[f32], dimg: &mut [f32], b: usize, c: usize, h: usize, w: usize, p: usize, order: PatchOrder) {
+pub fn patchify_backward(
+    dout: &[f32],
+    dimg: &mut [f32],
+    b: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    p: usize,
+    order: PatchOrder,
+) {
     let (l, e) = ((h / p) * (w / p), c * p * p);
     for n in 0..b {
         for li in 0..l {
@@ -70,4 +88,33 @@ mod tests {
             assert_eq!(back, img);
         }
     }
+}
+// GPU-STUB
+#[allow(clippy::too_many_arguments, unused)]
+pub fn patchify_forward_gpu(
+    g: &crate::gpu::Gpu,
+    img: &crate::gpu::GpuBuf,
+    out: &crate::gpu::GpuBuf,
+    b: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    p: usize,
+    order: PatchOrder,
+) {
+    unimplemented!()
+}
+#[allow(clippy::too_many_arguments, unused)]
+pub fn patchify_backward_gpu(
+    g: &crate::gpu::Gpu,
+    dout: &crate::gpu::GpuBuf,
+    dimg: &crate::gpu::GpuBuf,
+    b: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    p: usize,
+    order: PatchOrder,
+) {
+    unimplemented!()
 }
