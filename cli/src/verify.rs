@@ -6,7 +6,7 @@ use anyhow::Result;
 use patchwork_compute::fixture::{self, Tolerance};
 use patchwork_compute::{Backend, TensorFile};
 
-use crate::backend::{with_backend, BackendChoice};
+use crate::backend::{with_backend, BackendChoice, OnBackend, Probe};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -25,12 +25,24 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<()> {
     let tol = Tolerance { atol: args.atol, rtol: args.rtol };
-    let (passed, failed) = with_backend(args.backend, |be| verify_all(be, &args.fixtures, tol))?;
+    let (passed, failed) = with_backend(args.backend, Verify { paths: &args.fixtures, tol })?;
     println!("{passed} passed, {failed} failed");
     if failed > 0 {
         std::process::exit(1);
     }
     Ok(())
+}
+
+struct Verify<'a> {
+    paths: &'a [PathBuf],
+    tol: Tolerance,
+}
+
+impl OnBackend for Verify<'_> {
+    type Output = (usize, usize);
+    fn run<B: Probe>(self, be: &B) -> (usize, usize) {
+        verify_all(be, self.paths, self.tol)
+    }
 }
 
 fn verify_all<B: Backend>(be: &B, paths: &[PathBuf], tol: Tolerance) -> (usize, usize) {

@@ -108,6 +108,9 @@ impl Matmul {
     }
 }
 
+/// In a row-index map, "no source row" (see [`Backend::gather_rows`]).
+pub const NO_ROW: u32 = u32::MAX;
+
 /// Which element order a patch vector has.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PatchOrder {
@@ -316,4 +319,18 @@ pub trait Backend {
         n: usize,
         hp: &AdamW,
     );
+
+    /// `dst[r] = src[idx[r]]` row by row (`cols` words each); where `idx[r]` is
+    /// [`NO_ROW`] the row is `fill: [cols]`, or zeros. `idx: [rows]` (u32).
+    fn gather_rows(
+        &self,
+        src: &Self::Buf,
+        idx: &Self::Buf,
+        fill: Option<&Self::Buf>,
+        dst: &Self::Buf,
+        rows: usize,
+        cols: usize,
+    );
+    /// `x[b, t] += pos[t]`: `x: [batch, tokens, dim]`, `pos: [tokens, dim]`.
+    fn add_pos(&self, x: &Self::Buf, pos: &Self::Buf, batch: usize, tokens: usize, dim: usize);
 }

@@ -9,16 +9,58 @@ use crate::ops;
 #[derive(Clone, Debug, Default)]
 pub struct Cpu;
 
-/// CPU memory: a shared, mutable vector of words.
+/// CPU memory: a shared, mutable vector of words. When the last handle drops, the vector
+/// goes back to a per-thread pool, so a training step reuses the last step's memory
+/// instead of faulting in fresh pages for every activation.
 #[derive(Clone, Debug)]
-pub struct CpuBuf(pub Rc<RefCell<Vec<f32>>>);
+pub struct CpuBuf(Rc<Storage>);
+
+#[derive(Debug)]
+struct Storage(RefCell<Vec<f32>>);
+
+impl Drop for Storage {
+    fn drop(&mut self) {
+        let v = std::mem::take(self.0.get_mut());
+        POOL.with(|p| p.borrow_mut().put(v));
+    }
+}
+
+/// Free vectors by length, up to a cap on the words kept.
+#[derive(Default)]
+struct Pool {
+    free: std::collections::HashMap<usize, Vec<Vec<f32>>>,
+    words: usize,
+}
+
+const POOL_CAP_WORDS: usize = 1 << 30; // 4 GiB
+
+impl Pool {
+    fn put(&mut self, v: Vec<f32>) {
+        if v.len() >= 1024 && self.words + v.len() <= POOL_CAP_WORDS {
+            self.words += v.len();
+            self.free.entry(v.len()).or_default().push(v);
+        }
+    }
+    fn take(&mut self, len: usize) -> Option<Vec<f32>> {
+        let v = self.free.get_mut(&len)?.pop()?;
+        self.words -= len;
+        Some(v)
+    }
+}
+
+thread_local! {
+    static POOL: RefCell<Pool> = RefCell::new(Pool::default());
+}
 
 impl CpuBuf {
+    fn new(v: Vec<f32>) -> Self {
+        CpuBuf(Rc::new(Storage(RefCell::new(v))))
+    }
     fn r(&self) -> std::cell::Ref<'_, Vec<f32>> {
-        self.0.borrow()
+        self.0 .0.borrow()
     }
     fn w(&self) -> std::cell::RefMut<'_, Vec<f32>> {
-        self.0.try_borrow_mut().expect("an op's output aliases one of its inputs")
+        self.0 .0.try_borrow_mut().expect("an op's output aliases one of its inputs")
     }
 }
 
@@ -30,10 +72,18 @@ impl Backend for Cpu {
     }
 
     fn alloc(&self, len: usize) -> CpuBuf {
-        CpuBuf(Rc::new(RefCell::new(vec![0.0; len])))
+        match POOL.with(|p| p.borrow_mut().take(len)) {
+            Some(mut v) => {
+                v.fill(0.0);
+                CpuBuf::new(v)
+            }
+            None => CpuBuf::new(vec![0.0; len]),
+        }
     }
     fn upload(&self, data: &[f32]) -> CpuBuf {
-        CpuBuf(Rc::new(RefCell::new(data.to_vec())))
+        let b = self.alloc(data.len());
+        b.w().copy_from_slice(data);
+        b
     }
     fn upload_u32(&self, data: &[u32]) -> CpuBuf {
         self.upload(&data.iter().map(|v| f32::from_bits(*v)).collect::<Vec<_>>())
@@ -251,5 +301,13 @@ impl Backend for Cpu {
     ) {
         let coef = coef.map(|c| c.r()[0]).unwrap_or(1.0);
         ops::adamw::adamw(&mut param.w(), &grad.r(), &mut m.w(), &mut v.w(), coef, n, hp);
+    }
+
+    fn gather_rows(&self, src: &CpuBuf, idx: &CpuBuf, fill: Option<&CpuBuf>, dst: &CpuBuf, rows: usize, cols: usize) {
+        let fill = fill.map(|f| f.r());
+        ops::gather::gather_rows(&src.r(), &idx.r(), fill.as_deref().map(|v| v.as_slice()), &mut dst.w(), rows, cols);
+    }
+    fn add_pos(&self, x: &CpuBuf, pos: &CpuBuf, batch: usize, tokens: usize, dim: usize) {
+        ops::gather::add_pos(&mut x.w(), &pos.r(), batch, tokens, dim);
     }
 }

@@ -7,6 +7,7 @@
 use std::fmt;
 
 use crate::backend::Backend;
+use crate::methods::mae::{Mae, MaeConfig, Masking};
 use crate::vit::{Vit, VitConfig};
 use crate::weights::{TensorFile, WeightsError};
 
@@ -122,7 +123,8 @@ pub async fn run<B: Backend>(be: &B, file: &TensorFile, tol: Tolerance) -> Resul
     let (case, config) = header(file)?;
     match case.as_str() {
         "vit" => run_vit(be, file, &config, tol).await,
-        other => malformed(format!("case {other:?} is not known to this build (known: vit)")),
+        "mae" => run_mae(be, file, &config, tol).await,
+        other => malformed(format!("case {other:?} is not known to this build (known: vit, mae)")),
     }
 }
 
@@ -204,6 +206,61 @@ async fn run_vit<B: Backend>(
                     None
                 }
             }
+        };
+        checks.push(match got {
+            Some(g) => compare(file, key, &g, tol),
+            None => unknown(key),
+        });
+    }
+    Ok(checks)
+}
+
+fn input<'a>(file: &'a TensorFile, name: &str) -> Result<&'a crate::weights::Tensor, FixtureError> {
+    file.tensors.get(name).ok_or_else(|| FixtureError::Malformed(format!("no `{name}`")))
+}
+
+async fn run_mae<B: Backend>(
+    be: &B,
+    file: &TensorFile,
+    config: &str,
+    tol: Tolerance,
+) -> Result<Vec<Check>, FixtureError> {
+    let cfg = MaeConfig::from_json(config)?;
+    let model = Mae::from_file(be, cfg.clone(), file)?;
+    let (x, noise) = (input(file, "input.x")?, input(file, "input.noise")?);
+    let (s, l) = (cfg.img_size, cfg.patches());
+    if x.shape.len() != 4 || x.shape[1..] != [cfg.in_chans, s, s] {
+        return malformed(format!("input.x has shape {:?}, config wants [B, {}, {s}, {s}]", x.shape, cfg.in_chans));
+    }
+    let batch = x.shape[0];
+    if noise.shape != [batch, l] {
+        return malformed(format!("input.noise has shape {:?}, config wants [{batch}, {l}]", noise.shape));
+    }
+    let masking = Masking::from_noise(&noise.to_f32(), batch, l, cfg.keep());
+    let fwd = model.forward(be, &be.upload(&x.to_f32()), masking.clone());
+    let grads = model.params.zeros_like(be);
+    model.backward(be, &fwd, &grads);
+    let loss = Mae::<B>::loss(&masking, &be.read(&fwd.losses).await);
+
+    let mut checks = Vec::new();
+    // The fixed sin-cos tables are recomputed here; check them against the reference's.
+    for (name, buf) in model.fixed.list.iter().map(|p| (&p.name, &p.buf)) {
+        if file.tensors.contains_key(name) {
+            checks.push(compare(file, name, &be.read(buf).await, tol));
+        }
+    }
+    let expects: Vec<&String> = file.tensors.keys().filter(|k| k.starts_with("expect.")).collect();
+    for key in expects {
+        let got: Option<Vec<f32>> = match key.strip_prefix("expect.").unwrap() {
+            "loss" => Some(vec![loss as f32]),
+            "pred" => Some(be.read(&fwd.pred).await),
+            "mask" => Some(masking.mask.clone()),
+            "ids_restore" => Some(masking.ids_restore.iter().map(|v| *v as f32).collect()),
+            "latent" => Some(be.read(&fwd.latent).await),
+            k => match k.strip_prefix("grad.").and_then(|n| grads.try_get(n)) {
+                Some(g) => Some(be.read(g).await),
+                None => None,
+            },
         };
         checks.push(match got {
             Some(g) => compare(file, key, &g, tol),

@@ -9,14 +9,16 @@ pub mod cpu;
 pub mod fixture;
 pub mod gpu;
 pub mod layers;
+pub mod methods;
 pub mod ops;
 pub mod optim;
 pub mod params;
 pub mod rng;
+pub mod transformer;
 pub mod vit;
 pub mod weights;
 
-pub use backend::{AdamW, Backend, Matmul, PatchOrder, Strides};
+pub use backend::{AdamW, Backend, Matmul, PatchOrder, Strides, NO_ROW};
 pub use cpu::Cpu;
 pub use gpu::{Gpu, GpuBuf, GpuError, GpuStats};
 pub use params::Params;

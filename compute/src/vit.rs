@@ -7,9 +7,10 @@
 use serde::{Deserialize, Serialize};
 
 use crate::backend::{Backend, Matmul, PatchOrder, Strides};
-use crate::layers::{Attention, LayerNorm, Linear, NormSaved};
+use crate::layers::{LayerNorm, Linear, NormSaved};
 use crate::params::Params;
 use crate::rng::Rng;
+use crate::transformer::{backward_blocks, block_param_shapes, forward_blocks, layernorm, linear, Block, BlockSaved};
 use crate::weights::{TensorFile, WeightsError};
 
 /// timm's constructor arguments (their names, their defaults).
@@ -142,21 +143,7 @@ impl VitConfig {
             ("patch_embed.proj.bias".into(), vec![d]),
         ];
         for i in 0..self.depth {
-            let b = format!("blocks.{i}.");
-            v.push((format!("{b}norm1.weight"), vec![d]));
-            v.push((format!("{b}norm1.bias"), vec![d]));
-            v.push((format!("{b}attn.qkv.weight"), vec![3 * d, d]));
-            if self.qkv_bias {
-                v.push((format!("{b}attn.qkv.bias"), vec![3 * d]));
-            }
-            v.push((format!("{b}attn.proj.weight"), vec![d, d]));
-            v.push((format!("{b}attn.proj.bias"), vec![d]));
-            v.push((format!("{b}norm2.weight"), vec![d]));
-            v.push((format!("{b}norm2.bias"), vec![d]));
-            v.push((format!("{b}mlp.fc1.weight"), vec![hid, d]));
-            v.push((format!("{b}mlp.fc1.bias"), vec![hid]));
-            v.push((format!("{b}mlp.fc2.weight"), vec![d, hid]));
-            v.push((format!("{b}mlp.fc2.bias"), vec![d]));
+            v.extend(block_param_shapes(&format!("blocks.{i}."), d, hid, self.qkv_bias));
         }
         let norm = if self.avg_pool() { "fc_norm" } else { "norm" };
         v.push((format!("{norm}.weight"), vec![d]));
@@ -177,16 +164,15 @@ impl VitConfig {
         let per_block = n * (3.0 * d * d + d * d + 2.0 * d * hid) + 2.0 * n * n * d;
         2.0 * batch as f64 * (l * e * d + self.depth as f64 * per_block + d * self.num_classes as f64)
     }
-}
 
-/// One block's layers (weights or their gradients).
-struct Block<B: Backend> {
-    norm1: LayerNorm<B>,
-    qkv: Linear<B>,
-    proj: Linear<B>,
-    norm2: LayerNorm<B>,
-    fc1: Linear<B>,
-    fc2: Linear<B>,
+    /// Matmul FLOPs of a training step (forward, backward without the image gradient):
+    /// backward computes two products per forward product, except the patch embedding's,
+    /// whose input gradient is not needed.
+    pub fn train_step_matmul_flops(&self, batch: usize) -> f64 {
+        let patch =
+            2.0 * (batch * self.patches() * self.in_chans * self.patch_size * self.patch_size * self.embed_dim) as f64;
+        3.0 * self.forward_matmul_flops(batch) - patch
+    }
 }
 
 /// The model's layers bound to a [`Params`] (weights, or gradients of the same names).
@@ -203,53 +189,18 @@ struct Parts<B: Backend> {
 impl<B: Backend> Parts<B> {
     fn bind(cfg: &VitConfig, p: &Params<B>) -> Self {
         let (d, hid) = (cfg.embed_dim, cfg.mlp_hidden());
-        let lin = |name: &str, inp, out, bias: bool| Linear {
-            w: p.get(&format!("{name}.weight")).clone(),
-            b: bias.then(|| p.get(&format!("{name}.bias")).clone()),
-            inp,
-            out,
-        };
-        let ln = |name: &str| LayerNorm {
-            w: p.get(&format!("{name}.weight")).clone(),
-            b: p.get(&format!("{name}.bias")).clone(),
-            dim: d,
-            eps: 1e-6,
-        };
         let e = cfg.in_chans * cfg.patch_size * cfg.patch_size;
         Parts {
             cls: p.get("cls_token").clone(),
             pos: p.get("pos_embed").clone(),
-            patch: lin("patch_embed.proj", e, d, true),
+            patch: linear(p, "patch_embed.proj", e, d, true),
             blocks: (0..cfg.depth)
-                .map(|i| Block {
-                    norm1: ln(&format!("blocks.{i}.norm1")),
-                    qkv: lin(&format!("blocks.{i}.attn.qkv"), d, 3 * d, cfg.qkv_bias),
-                    proj: lin(&format!("blocks.{i}.attn.proj"), d, d, true),
-                    norm2: ln(&format!("blocks.{i}.norm2")),
-                    fc1: lin(&format!("blocks.{i}.mlp.fc1"), d, hid, true),
-                    fc2: lin(&format!("blocks.{i}.mlp.fc2"), hid, d, true),
-                })
+                .map(|i| Block::bind(p, &format!("blocks.{i}."), d, hid, cfg.num_heads, cfg.qkv_bias))
                 .collect(),
-            norm: ln(if cfg.avg_pool() { "fc_norm" } else { "norm" }),
-            head: (cfg.num_classes > 0).then(|| lin("head", d, cfg.num_classes, true)),
+            norm: layernorm(p, if cfg.avg_pool() { "fc_norm" } else { "norm" }, d, 1e-6),
+            head: (cfg.num_classes > 0).then(|| linear(p, "head", d, cfg.num_classes, true)),
         }
     }
-}
-
-/// What one block's forward keeps for its backward.
-pub struct BlockSaved<B: Backend> {
-    x: B::Buf,
-    ln1: B::Buf,
-    ln1_saved: NormSaved<B>,
-    qkv: B::Buf,
-    /// Attention probabilities `[batch, heads, tokens, tokens]`.
-    pub probs: B::Buf,
-    attn_out: B::Buf,
-    x_mid: B::Buf,
-    ln2: B::Buf,
-    ln2_saved: NormSaved<B>,
-    hidden: B::Buf,
-    act: B::Buf,
 }
 
 /// A forward pass: its outputs, and everything its backward needs.
@@ -325,15 +276,10 @@ impl<B: Backend> Vit<B> {
         be.patchify_forward(x, &patches, batch, cfg.in_chans, h, wd, cfg.patch_size, PatchOrder::ChannelFirst);
         let embedded = be.alloc(batch * l * d);
         w.patch.forward(be, &patches, &embedded, batch * l);
-        let mut xs = be.alloc(batch * n * d);
+        let xs = be.alloc(batch * n * d);
         be.cls_pos_forward(&embedded, &w.cls, &w.pos, &xs, batch, l, d);
 
-        let mut blocks = Vec::with_capacity(cfg.depth);
-        for blk in &w.blocks {
-            let (saved, out) = self.block_forward(be, blk, xs, batch);
-            blocks.push(saved);
-            xs = out;
-        }
+        let (blocks, xs) = forward_blocks(be, &w.blocks, xs, batch, n);
 
         let (features, norm_saved, pooled_mean, pooled) = if cfg.avg_pool() {
             let mean = be.alloc(batch * d);
@@ -355,59 +301,6 @@ impl<B: Backend> Vit<B> {
             logits
         });
         VitForward { batch, patches, blocks, x_final: xs, features, norm_saved, pooled_mean, pooled, logits }
-    }
-
-    fn block_forward(&self, be: &B, blk: &Block<B>, x: B::Buf, batch: usize) -> (BlockSaved<B>, B::Buf) {
-        let cfg = &self.cfg;
-        let (n, d) = (cfg.tokens(), cfg.embed_dim);
-        let rows = batch * n;
-        let attn = Attention { batch, tokens: n, heads: cfg.num_heads, head_dim: cfg.head_dim() };
-
-        let ln1 = be.alloc(rows * d);
-        let ln1_saved = blk.norm1.forward(be, &x, &ln1, rows);
-        let qkv = be.alloc(rows * 3 * d);
-        blk.qkv.forward(be, &ln1, &qkv, rows);
-        let attn_out = be.alloc(rows * d);
-        let probs = attn.forward(be, &qkv, &attn_out);
-        let x_mid = be.alloc(rows * d);
-        be.copy(&x, 0, &x_mid, 0, rows * d);
-        blk.proj.forward_add(be, &attn_out, &x_mid, rows);
-
-        let ln2 = be.alloc(rows * d);
-        let ln2_saved = blk.norm2.forward(be, &x_mid, &ln2, rows);
-        let hidden = be.alloc(rows * blk.fc1.out);
-        blk.fc1.forward(be, &ln2, &hidden, rows);
-        let act = be.alloc(rows * blk.fc1.out);
-        be.gelu_forward(&hidden, &act, rows * blk.fc1.out);
-        let out = be.alloc(rows * d);
-        be.copy(&x_mid, 0, &out, 0, rows * d);
-        blk.fc2.forward_add(be, &act, &out, rows);
-        (BlockSaved { x, ln1, ln1_saved, qkv, probs, attn_out, x_mid, ln2, ln2_saved, hidden, act }, out)
-    }
-
-    /// `dx += ∂/∂x` of one block, in place: `dx` holds the gradient of the block's output
-    /// on entry and of its input on return (the residual stream needs no copies).
-    fn block_backward(&self, be: &B, blk: &Block<B>, g: &Block<B>, s: &BlockSaved<B>, dx: &B::Buf, batch: usize) {
-        let cfg = &self.cfg;
-        let (n, d) = (cfg.tokens(), cfg.embed_dim);
-        let rows = batch * n;
-        let attn = Attention { batch, tokens: n, heads: cfg.num_heads, head_dim: cfg.head_dim() };
-
-        let dact = be.alloc(rows * blk.fc1.out);
-        blk.fc2.backward(be, dx, &s.act, &g.fc2, Some(&dact), rows);
-        let dhidden = be.alloc(rows * blk.fc1.out);
-        be.gelu_backward(&dact, &s.hidden, &dhidden, rows * blk.fc1.out);
-        let dln2 = be.alloc(rows * d);
-        blk.fc1.backward(be, &dhidden, &s.ln2, &g.fc1, Some(&dln2), rows);
-        blk.norm2.backward(be, &dln2, &s.ln2_saved, &s.x_mid, &g.norm2, dx, rows);
-
-        let dattn = be.alloc(rows * d);
-        blk.proj.backward(be, dx, &s.attn_out, &g.proj, Some(&dattn), rows);
-        let dqkv = be.alloc(rows * 3 * d);
-        attn.backward(be, &dattn, &s.probs, &s.qkv, &dqkv);
-        let dln1 = be.alloc(rows * d);
-        blk.qkv.backward(be, &dqkv, &s.ln1, &g.qkv, Some(&dln1), rows);
-        blk.norm1.backward(be, &dln1, &s.ln1_saved, &s.x, &g.norm1, dx, rows);
     }
 
     /// Backward of [`Vit::forward`]: adds parameter gradients into `grads` (same names as
@@ -466,9 +359,7 @@ impl<B: Backend> Vit<B> {
             w.norm.backward(be, &dfeat, &fwd.norm_saved, &fwd.x_final, &g.norm, &dx, batch * n);
         }
 
-        for ((blk, gb), s) in w.blocks.iter().zip(&g.blocks).zip(&fwd.blocks).rev() {
-            self.block_backward(be, blk, gb, s, &dx, batch);
-        }
+        backward_blocks(be, &w.blocks, &g.blocks, &fwd.blocks, &dx, batch, n);
 
         let dembedded = be.alloc(batch * l * d);
         be.cls_pos_backward(&dx, &dembedded, &g.cls, Some(&g.pos), batch, l, d);

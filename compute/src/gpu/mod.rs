@@ -128,6 +128,9 @@ struct Recorder {
     chunk: usize,
 }
 
+/// `(op, entry, variant)`.
+type PipelineKey = (&'static str, &'static str, &'static str);
+
 struct Pipeline {
     pipeline: wgpu::ComputePipeline,
     layout: wgpu::BindGroupLayout,
@@ -141,7 +144,7 @@ struct Inner {
     pool: Rc<RefCell<Pool>>,
     rec: RefCell<Recorder>,
     modules: RefCell<HashMap<&'static str, wgpu::ShaderModule>>,
-    pipelines: RefCell<HashMap<(&'static str, &'static str, &'static str), Rc<Pipeline>>>,
+    pipelines: RefCell<HashMap<PipelineKey, Rc<Pipeline>>>,
     staging: RefCell<HashMap<u64, Vec<wgpu::Buffer>>>,
     staging_bytes: Cell<u64>,
     dummy: wgpu::Buffer,
@@ -757,6 +760,13 @@ impl Backend for Gpu {
         hp: &AdamW,
     ) {
         ops::adamw::adamw_gpu(self, param, grad, m, v, coef, n, hp);
+    }
+
+    fn gather_rows(&self, src: &GpuBuf, idx: &GpuBuf, fill: Option<&GpuBuf>, dst: &GpuBuf, rows: usize, cols: usize) {
+        ops::gather::gather_rows_gpu(self, src, idx, fill, dst, rows, cols);
+    }
+    fn add_pos(&self, x: &GpuBuf, pos: &GpuBuf, batch: usize, tokens: usize, dim: usize) {
+        ops::gather::add_pos_gpu(self, x, pos, batch, tokens, dim);
     }
 }
 

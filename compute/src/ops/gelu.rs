@@ -1,6 +1,7 @@
 //! Exact GELU, `y = x · Φ(x) = ½x(1 + erf(x/√2))`, as `nn.GELU()` (not the tanh
 //! approximation). `dy/dx = Φ(x) + x·φ(x)`. Shader: `shaders/gelu.wgsl`.
 use super::for_chunks;
+use crate::gpu::{Bind, Gpu, GpuBuf, Shader};
 
 const CHUNK: usize = 4096;
 
@@ -31,6 +32,20 @@ pub fn gelu_backward(dy: &[f32], x: &[f32], dx: &mut [f32], n: usize) {
     });
 }
 
+// ---- GPU launchers ----
+
+pub const SHADER: Shader = Shader { op: "gelu", source: include_str!("../../../shaders/gelu.wgsl") };
+
+pub fn gelu_forward_gpu(gpu: &Gpu, x: &GpuBuf, y: &GpuBuf, n: usize) {
+    let groups = gpu.groups_1d(n.div_ceil(256));
+    gpu.dispatch(&SHADER.entry("forward"), &[n as u32], &[Bind::Read(x), Bind::Write(y)], groups);
+}
+
+pub fn gelu_backward_gpu(gpu: &Gpu, dy: &GpuBuf, x: &GpuBuf, dx: &GpuBuf, n: usize) {
+    let groups = gpu.groups_1d(n.div_ceil(256));
+    gpu.dispatch(&SHADER.entry("backward"), &[n as u32], &[Bind::Read(dy), Bind::Read(x), Bind::Write(dx)], groups);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -52,19 +67,40 @@ mod tests {
         assert!((gelu(1.0) - 0.841_344_7).abs() < 1e-6, "{}", gelu(1.0));
         assert!((gelu(-2.5) - -0.015_524_5).abs() < 1e-6, "{}", gelu(-2.5));
     }
-}
-// GPU-STUB
-#[allow(unused)]
-pub fn gelu_forward_gpu(g: &crate::gpu::Gpu, x: &crate::gpu::GpuBuf, y: &crate::gpu::GpuBuf, n: usize) {
-    unimplemented!()
-}
-#[allow(unused)]
-pub fn gelu_backward_gpu(
-    g: &crate::gpu::Gpu,
-    dy: &crate::gpu::GpuBuf,
-    x: &crate::gpu::GpuBuf,
-    dx: &crate::gpu::GpuBuf,
-    n: usize,
-) {
-    unimplemented!()
+
+    /// Abramowitz–Stegun 7.1.26 as in `shaders/gelu.wgsl`, evaluated in f32.
+    fn erf_as(z: f32) -> f32 {
+        let a = z.abs();
+        let t = 1.0 / (1.0 + 0.327_591_1 * a);
+        let poly = t * (0.254_829_6 + t * (-0.284_496_74 + t * (1.421_413_8 + t * (-1.453_152 + t * 1.061_405_4))));
+        z.signum() * (1.0 - poly * (-a * a).exp())
+    }
+
+    #[test]
+    fn erf_polynomial_is_within_1e6_of_libm() {
+        let mut worst = 0f32;
+        for i in -8000..=8000 {
+            let z = i as f32 * 1e-3;
+            worst = worst.max((erf_as(z) - libm::erff(z)).abs());
+        }
+        assert!(worst < 1e-6, "max |erf_as − erff| = {worst}");
+    }
+
+    #[test]
+    fn gpu_gelu_matches_reference() {
+        let Some(gpu) = crate::gpu::test_gpu() else { return };
+        use crate::backend::Backend;
+        let n = 1000; // not a multiple of the 256-wide workgroup
+        let x: Vec<f32> = randn(n, 1).iter().map(|v| v * 3.0).collect();
+        let (dy, dx0) = (randn(n, 2), randn(n, 3));
+        let mut y = vec![0.0; n];
+        gelu_forward(&x, &mut y, n);
+        let mut dx = dx0.clone();
+        gelu_backward(&dy, &x, &mut dx, n);
+        let (gx, gy, gdy, gdx) = (gpu.upload(&x), gpu.alloc(n), gpu.upload(&dy), gpu.upload(&dx0));
+        gpu.gelu_forward(&gx, &gy, n);
+        gpu.gelu_backward(&gdy, &gx, &gdx, n);
+        assert_close("y", &crate::block_on(gpu.read(&gy)), &y, 1e-6, 1e-6);
+        assert_close("dx", &crate::block_on(gpu.read(&gdx)), &dx, 2e-6, 1e-5);
+    }
 }

@@ -2,6 +2,7 @@
 //! `rstd = 1/sqrt(var + eps)` with the biased variance, as `torch.nn.LayerNorm`.
 //! Shader: `shaders/layernorm.wgsl`.
 use super::for_rows;
+use crate::gpu::{Bind, Gpu, GpuBuf, Shader};
 
 #[allow(clippy::too_many_arguments)]
 pub fn layernorm_forward(
@@ -74,6 +75,66 @@ pub fn layernorm_backward(
     }
 }
 
+// ---- GPU launchers ----
+
+pub const SHADER: Shader = Shader { op: "layernorm", source: include_str!("../../../shaders/layernorm.wgsl") };
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    rows: u32,
+    cols: u32,
+    eps: f32,
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn layernorm_forward_gpu(
+    gpu: &Gpu,
+    x: &GpuBuf,
+    weight: &GpuBuf,
+    bias: &GpuBuf,
+    y: &GpuBuf,
+    mean: &GpuBuf,
+    rstd: &GpuBuf,
+    rows: usize,
+    cols: usize,
+    eps: f32,
+) {
+    let params = Params { rows: rows as u32, cols: cols as u32, eps };
+    let binds =
+        [Bind::Read(x), Bind::Read(weight), Bind::Read(bias), Bind::Write(y), Bind::Write(mean), Bind::Write(rstd)];
+    gpu.dispatch(&SHADER.entry("forward"), &params, &binds, gpu.groups_1d(rows));
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn layernorm_backward_gpu(
+    gpu: &Gpu,
+    dy: &GpuBuf,
+    x: &GpuBuf,
+    weight: &GpuBuf,
+    mean: &GpuBuf,
+    rstd: &GpuBuf,
+    dx: &GpuBuf,
+    dweight: &GpuBuf,
+    dbias: &GpuBuf,
+    rows: usize,
+    cols: usize,
+) {
+    let params = Params { rows: rows as u32, cols: cols as u32, eps: 0.0 };
+    let binds = [
+        Bind::Read(dy),
+        Bind::Read(x),
+        Bind::Read(weight),
+        Bind::Read(mean),
+        Bind::Read(rstd),
+        Bind::Write(dx),
+        Bind::Write(dweight),
+        Bind::Write(dbias),
+    ];
+    gpu.dispatch(&SHADER.entry("backward_input"), &params, &binds, gpu.groups_1d(rows));
+    gpu.dispatch(&SHADER.entry("backward_params"), &params, &binds, [cols.div_ceil(64) as u32, 1, 1]);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -114,36 +175,32 @@ mod tests {
             assert!(mu.abs() < 1e-5 && (var - 1.0).abs() < 1e-3, "mean {mu} var {var}");
         }
     }
-}
-// GPU-STUB
-#[allow(clippy::too_many_arguments, unused)]
-pub fn layernorm_forward_gpu(
-    g: &crate::gpu::Gpu,
-    x: &crate::gpu::GpuBuf,
-    w: &crate::gpu::GpuBuf,
-    b: &crate::gpu::GpuBuf,
-    y: &crate::gpu::GpuBuf,
-    m: &crate::gpu::GpuBuf,
-    r: &crate::gpu::GpuBuf,
-    rows: usize,
-    cols: usize,
-    eps: f32,
-) {
-    unimplemented!()
-}
-#[allow(clippy::too_many_arguments, unused)]
-pub fn layernorm_backward_gpu(
-    g: &crate::gpu::Gpu,
-    dy: &crate::gpu::GpuBuf,
-    x: &crate::gpu::GpuBuf,
-    w: &crate::gpu::GpuBuf,
-    m: &crate::gpu::GpuBuf,
-    r: &crate::gpu::GpuBuf,
-    dx: &crate::gpu::GpuBuf,
-    dw: &crate::gpu::GpuBuf,
-    db: &crate::gpu::GpuBuf,
-    rows: usize,
-    cols: usize,
-) {
-    unimplemented!()
+
+    #[test]
+    fn gpu_layernorm_matches_reference_on_17_tokens() {
+        let Some(gpu) = crate::gpu::test_gpu() else { return };
+        use crate::backend::Backend;
+        // 2 × 17 tokens; 70 columns is not a multiple of the 64-wide workgroup.
+        let (rows, cols) = (34, 70);
+        let x: Vec<f32> = randn(rows * cols, 1).iter().map(|v| v * 3.0 + 1.0).collect();
+        let (w, b, dy) = (randn(cols, 2), randn(cols, 3), randn(rows * cols, 4));
+        let (mut y, mut m, mut s) = (vec![0.0; rows * cols], vec![0.0; rows], vec![0.0; rows]);
+        layernorm_forward(&x, &w, &b, &mut y, &mut m, &mut s, rows, cols, 1e-6);
+        let (dx0, dw0, db0) = (randn(rows * cols, 5), randn(cols, 6), randn(cols, 7));
+        let (mut dx, mut dw, mut db) = (dx0.clone(), dw0.clone(), db0.clone());
+        layernorm_backward(&dy, &x, &w, &m, &s, &mut dx, &mut dw, &mut db, rows, cols);
+
+        let (gx, gw, gb) = (gpu.upload(&x), gpu.upload(&w), gpu.upload(&b));
+        let (gy, gm, gs) = (gpu.alloc(rows * cols), gpu.alloc(rows), gpu.alloc(rows));
+        gpu.layernorm_forward(&gx, &gw, &gb, &gy, &gm, &gs, rows, cols, 1e-6);
+        let (gdy, gdx, gdw, gdb) = (gpu.upload(&dy), gpu.upload(&dx0), gpu.upload(&dw0), gpu.upload(&db0));
+        gpu.layernorm_backward(&gdy, &gx, &gw, &gm, &gs, &gdx, &gdw, &gdb, rows, cols);
+        let read = |b| crate::block_on(gpu.read(b));
+        assert_close("y", &read(&gy), &y, 1e-5, 1e-5);
+        assert_close("mean", &read(&gm), &m, 1e-5, 1e-5);
+        assert_close("rstd", &read(&gs), &s, 1e-5, 1e-5);
+        assert_close("dx", &read(&gdx), &dx, 1e-5, 1e-4);
+        assert_close("dweight", &read(&gdw), &dw, 1e-4, 1e-4);
+        assert_close("dbias", &read(&gdb), &db, 1e-4, 1e-4);
+    }
 }

@@ -5,6 +5,7 @@
 pub mod adamw;
 pub mod cls_pos;
 pub mod cross_entropy;
+pub mod gather;
 pub mod gelu;
 pub mod layernorm;
 pub mod matmul;

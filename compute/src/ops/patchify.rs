@@ -4,6 +4,7 @@
 //! MAE's targets use the `(py, px, c)` order. The map is a permutation, so backward is
 //! the inverse scatter. Shader: `shaders/patchify.wgsl`.
 use crate::backend::PatchOrder;
+use crate::gpu::{Bind, Gpu, GpuBuf, Shader};
 
 /// Index in the image of element `e` of patch `l` in sample `n`.
 #[inline]
@@ -60,6 +61,63 @@ pub fn patchify_backward(
     }
 }
 
+// ---- GPU launchers ----
+
+pub const SHADER: Shader = Shader { op: "patchify", source: include_str!("../../../shaders/patchify.wgsl") };
+
+#[allow(clippy::too_many_arguments)]
+fn launch(
+    gpu: &Gpu,
+    entry: &'static str,
+    src: &GpuBuf,
+    dst: &GpuBuf,
+    b: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    p: usize,
+    order: PatchOrder,
+) {
+    let params = [b, c, h, w, p, order as usize].map(|v| v as u32);
+    let total = b * c * (h / p) * (w / p) * p * p;
+    gpu.dispatch(
+        &SHADER.entry(entry),
+        &params,
+        &[Bind::Read(src), Bind::Write(dst)],
+        gpu.groups_1d(total.div_ceil(256)),
+    );
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn patchify_forward_gpu(
+    gpu: &Gpu,
+    img: &GpuBuf,
+    out: &GpuBuf,
+    b: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    p: usize,
+    order: PatchOrder,
+) {
+    launch(gpu, "forward", img, out, b, c, h, w, p, order);
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn patchify_backward_gpu(
+    gpu: &Gpu,
+    dout: &GpuBuf,
+    dimg: &GpuBuf,
+    b: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    p: usize,
+    order: PatchOrder,
+) {
+    launch(gpu, "backward", dout, dimg, b, c, h, w, p, order);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -88,33 +146,24 @@ mod tests {
             assert_eq!(back, img);
         }
     }
-}
-// GPU-STUB
-#[allow(clippy::too_many_arguments, unused)]
-pub fn patchify_forward_gpu(
-    g: &crate::gpu::Gpu,
-    img: &crate::gpu::GpuBuf,
-    out: &crate::gpu::GpuBuf,
-    b: usize,
-    c: usize,
-    h: usize,
-    w: usize,
-    p: usize,
-    order: PatchOrder,
-) {
-    unimplemented!()
-}
-#[allow(clippy::too_many_arguments, unused)]
-pub fn patchify_backward_gpu(
-    g: &crate::gpu::Gpu,
-    dout: &crate::gpu::GpuBuf,
-    dimg: &crate::gpu::GpuBuf,
-    b: usize,
-    c: usize,
-    h: usize,
-    w: usize,
-    p: usize,
-    order: PatchOrder,
-) {
-    unimplemented!()
+
+    #[test]
+    fn gpu_patchify_matches_reference_in_both_orders() {
+        let Some(gpu) = crate::gpu::test_gpu() else { return };
+        use crate::backend::Backend;
+        let (b, c, h, w, p) = (2, 3, 12, 8, 4);
+        let img = crate::ops::testing::randn(b * c * h * w, 1);
+        let dimg0 = crate::ops::testing::randn(img.len(), 2);
+        for order in [PatchOrder::ChannelFirst, PatchOrder::ChannelLast] {
+            let mut out = vec![0.0; img.len()];
+            patchify_forward(&img, &mut out, b, c, h, w, p, order);
+            let mut dimg = dimg0.clone();
+            patchify_backward(&out, &mut dimg, b, c, h, w, p, order);
+            let (gimg, gout, gdimg) = (gpu.upload(&img), gpu.alloc(img.len()), gpu.upload(&dimg0));
+            gpu.patchify_forward(&gimg, &gout, b, c, h, w, p, order);
+            gpu.patchify_backward(&gout, &gdimg, b, c, h, w, p, order);
+            assert_eq!(crate::block_on(gpu.read(&gout)), out, "{order:?} forward");
+            assert_eq!(crate::block_on(gpu.read(&gdimg)), dimg, "{order:?} backward");
+        }
+    }
 }

@@ -44,8 +44,7 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32)
         }
     }
     if !bad.is_empty() {
-        let first: Vec<String> =
-            bad.iter().take(8).map(|(i, g, w)| format!("[{i}] got {g} want {w}")).collect();
+        let first: Vec<String> = bad.iter().take(8).map(|(i, g, w)| format!("[{i}] got {g} want {w}")).collect();
         panic!(
             "{what}: {} of {} values differ (atol {atol}, rtol {rtol}, max abs {max_abs}); first: {}",
             bad.len(),

@@ -1,0 +1,4 @@
+//! Training methods, one file each, over the shared parts (backbone, heads, losses,
+//! optimiser, schedules). Each reads like its paper's pseudo-code.
+pub mod mae;
+pub mod supervised;
