@@ -1,12 +1,14 @@
-//! `patchwork bench [--json]`: matmul GFLOP/s at ViT shapes and a ViT training step
-//! (forward, backward, AdamW) on the CPU backend and the native GPU adapter, with the
+//! `patchwork bench [--json]`: matmul GFLOP/s at ViT shapes, a ViT training step
+//! (forward, backward, AdamW) and an MAE training step on the CPU backend and the native
+//! GPU adapter, with the
 //! step's efficiency = its matmul FLOPs ÷ (step time × the best matmul rate of the run).
 //! A benchmark, not a test: quote medians, compare ratios from the same run.
 use std::time::Instant;
 
 use anyhow::Result;
+use patchwork_compute::methods::mae::{Mae, MaeConfig, Masking};
 use patchwork_compute::methods::supervised::Supervised;
-use patchwork_compute::optim::StepConfig;
+use patchwork_compute::optim::{AdamWState, StepConfig};
 use patchwork_compute::rng::Rng;
 use patchwork_compute::{block_on, Cpu, Matmul, Strides, Vit, VitConfig};
 use serde_json::{json, Value};
@@ -183,7 +185,83 @@ fn bench_backend<B: Probe>(be: &B, args: &Args, log: &dyn Fn(&str)) -> Value {
         step_json["submits_per_step"] = json!(submits);
         step_json["gpu_bytes_held"] = json!(bytes);
     }
-    json!({ "backend": be.name(), "matmul": matmuls, "train_step": step_json })
+    let mae_json = bench_mae(be, args, best, log);
+    json!({ "backend": be.name(), "matmul": matmuls, "train_step": step_json, "mae_step": mae_json })
+}
+
+/// The MAE step: the same encoder, decoder 128 wide × 2 (4 heads), mask ratio 0.75.
+fn bench_mae<B: Probe>(be: &B, args: &Args, best: f64, log: &dyn Fn(&str)) -> Value {
+    let cfg = MaeConfig {
+        img_size: 32,
+        patch_size: 4,
+        in_chans: 3,
+        embed_dim: 192,
+        depth: if args.quick { 2 } else { 12 },
+        num_heads: 3,
+        decoder_embed_dim: 128,
+        decoder_depth: 2,
+        decoder_num_heads: 4,
+        mlp_ratio: 4.0,
+        norm_pix_loss: false,
+        mask_ratio: 0.75,
+        norm_eps: 1e-6,
+    };
+    let batch = if args.quick { 8 } else { args.batch };
+    let model = Mae::init(be, cfg.clone(), 0);
+    let grads = model.params.zeros_like(be);
+    let mut opt = AdamWState::new(be, &model.params);
+    let mut rng = Rng::new(9);
+    let x: Vec<f32> = (0..batch * 3 * 32 * 32).map(|_| rng.normal()).collect();
+    let xb = be.upload(&x);
+    let step_cfg = StepConfig { lr: 1e-4, beta2: 0.95, ..StepConfig::default() };
+    let mut step = || {
+        let t = Instant::now();
+        let before = be.counters();
+        let masking = Masking::random(&mut rng, batch, cfg.patches(), cfg.keep());
+        grads.fill(be, 0.0);
+        let fwd = model.forward(be, &xb, masking);
+        model.backward(be, &fwd, &grads);
+        opt.update(be, &model.params, &grads, &step_cfg);
+        let losses = block_on(be.read(&fwd.losses));
+        let loss = Mae::<B>::loss(&fwd.masking, &losses);
+        assert!(loss.is_finite(), "non-finite loss in the MAE benchmark step");
+        let after = be.counters();
+        (t.elapsed().as_secs_f64(), before.zip(after).map(|(b, a)| (a.0 - b.0, a.1 - b.1, a.2)))
+    };
+    step();
+    let mut times = Vec::new();
+    let mut counters = None;
+    for _ in 0..args.steps.max(1) {
+        let (dt, c) = step();
+        times.push(dt);
+        counters = c;
+    }
+    let ms = median(times.clone()) * 1e3;
+    let flops = cfg.train_step_matmul_flops(batch);
+    let efficiency = flops / (ms / 1e3 * best * 1e9);
+    log(&format!(
+        "  MAE step (ViT {}x{} img32 p4, decoder 128x2, ratio 0.75, batch {batch}): {ms:.1} ms median, {:.1} img/s, efficiency {efficiency:.2}",
+        cfg.embed_dim,
+        cfg.depth,
+        batch as f64 / (ms / 1e3)
+    ));
+    let mut out = json!({
+        "ms_per_step_median": ms,
+        "ms_per_step_all": times.iter().map(|t| t * 1e3).collect::<Vec<_>>(),
+        "images_per_s": batch as f64 / (ms / 1e3),
+        "matmul_gflop_per_step": flops / 1e9,
+        "efficiency": efficiency,
+    });
+    if let Some((dispatches, submits, bytes)) = counters {
+        log(&format!(
+            "  per MAE step: {dispatches} dispatches, {submits} submit(s); GPU memory held {:.1} MiB",
+            bytes as f64 / 1048576.0
+        ));
+        out["dispatches_per_step"] = json!(dispatches);
+        out["submits_per_step"] = json!(submits);
+        out["gpu_bytes_held"] = json!(bytes);
+    }
+    out
 }
 
 pub fn run(args: Args) -> Result<()> {
