@@ -248,6 +248,29 @@ mod tests {
     }
 
     #[test]
+    fn unsupported_dtypes_are_named() {
+        struct U8s(Vec<u8>);
+        impl safetensors::tensor::View for &U8s {
+            fn dtype(&self) -> Dtype {
+                Dtype::U8
+            }
+            fn shape(&self) -> &[usize] {
+                &[4]
+            }
+            fn data(&self) -> std::borrow::Cow<'_, [u8]> {
+                std::borrow::Cow::Borrowed(&self.0)
+            }
+            fn data_len(&self) -> usize {
+                4
+            }
+        }
+        let t = U8s(vec![1, 2, 3, 4]);
+        let bytes = safetensors::tensor::serialize([("norm.weight", &t)], None).unwrap();
+        let e = TensorFile::from_bytes(&bytes).unwrap_err().to_string();
+        assert!(e.contains("`norm.weight` has dtype U8"), "{e}");
+    }
+
+    #[test]
     fn garbage_bytes_are_a_format_error() {
         let e = TensorFile::from_bytes(b"hello, this is not safetensors").unwrap_err();
         assert!(matches!(e, WeightsError::Format(_)), "{e}");
