@@ -9,8 +9,8 @@
 // const: private arrays cannot be override-sized). The k axis
 // is walked BK at a time: the workgroup stages an A tile [BK][BM] and a B tile [BK][BN]
 // in workgroup memory (as vec4 so an invocation's four rows / columns are one load),
-// then every invocation does BK rank-1 updates of its block. Out-of-range rows,
-// columns and k are loaded as zeros, so any size works; stores are bounds-checked.
+// then every invocation does BK rank-1 updates of its block. Out-of-range k loads
+// as zeros, so any size works; stores are bounds-checked.
 // Tile knobs are override constants; shapes live in `Params`, so one pipeline serves
 // every size.
 
@@ -55,18 +55,16 @@ struct Params {
 var<workgroup> a_tile: array<vec4<f32>, BK * WY * RG>; // [kk * WY·RG + g] = A[row0 + 4g .. +4, k0 + kk]
 var<workgroup> b_tile: array<vec4<f32>, BK * WX>; // [kk * WX + tx] = B[k0 + kk, col0 + 4tx .. +4]
 
+// Rows and columns past the edge read a clamped (valid) element whose product is never
+// stored; k past the edge must read zero, as it is summed.
 fn load_a(base: u32, r: u32, kk: u32) -> f32 {
-    if r < p.m && kk < p.k {
-        return a[base + r * p.a_row + kk * p.a_col];
-    }
-    return 0.0;
+    let v = a[base + min(r, p.m - 1u) * p.a_row + min(kk, p.k - 1u) * p.a_col];
+    return select(0.0, v, kk < p.k);
 }
 
 fn load_b(base: u32, kk: u32, col: u32) -> f32 {
-    if kk < p.k && col < p.n {
-        return b[base + kk * p.b_row + col * p.b_col];
-    }
-    return 0.0;
+    let v = b[base + min(kk, p.k - 1u) * p.b_row + min(col, p.n - 1u) * p.b_col];
+    return select(0.0, v, kk < p.k);
 }
 
 fn store(base: u32, r: u32, col: u32, v: f32) {

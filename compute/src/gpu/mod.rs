@@ -24,10 +24,12 @@
 //! # The buffer pool
 //! [`GpuBuf`] is a cheap, reference-counted handle to pooled memory with its length in
 //! words. When its last clone drops, the buffer goes back to the pool, sorted by size
-//! class — but only *after the current encoder is submitted*: commands already recorded
-//! may still name it, and `queue.write_buffer` (used by uploads) runs before the
-//! encoder's commands, so recycling it within the encoder could overwrite data that a
-//! recorded kernel has not read yet. After one warm-up step, a step allocates nothing.
+//! class — but while an encoder is being recorded, only *after that encoder is
+//! submitted*: commands already recorded may still name it, and `queue.write_buffer`
+//! (used by uploads) runs before the encoder's commands, so recycling it within the
+//! encoder could overwrite data that a recorded kernel has not read yet. Buffers dropped
+//! between a submit and the next recorded op are free at once. After one warm-up step, a
+//! step allocates nothing ([`GpuStats::buffers_created`] stays flat).
 //! Fresh buffers are zeroed by wgpu; recycled ones get an `encoder.clear_buffer`, so
 //! [`alloc`](crate::Backend::alloc) always returns zeros.
 //!
@@ -278,6 +280,7 @@ impl Gpu {
     pub(crate) fn encode<R>(&self, f: impl FnOnce(&mut wgpu::CommandEncoder) -> R) -> R {
         let mut rec = self.0.rec.borrow_mut();
         let enc = rec.encoder.get_or_insert_with(|| {
+            self.0.pool.borrow_mut().recording = true;
             self.0.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None })
         });
         f(enc)
@@ -789,5 +792,86 @@ impl Gpu {
     pub(crate) fn alloc_uncleared(&self, len: usize) -> GpuBuf {
         let (buffer, _) = self.take_buffer(len);
         self.handle(buffer, len)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::block_on;
+
+    #[test]
+    fn a_step_after_warm_up_allocates_nothing_and_submits_once() {
+        let Some(gpu) = test_gpu() else { return };
+        let n = 1000;
+        let x = gpu.upload(&vec![1.0; n]);
+        let step = |gpu: &Gpu| {
+            let a = gpu.alloc(n);
+            gpu.add(&x, &x, &a, n);
+            let b = gpu.alloc(n);
+            gpu.gelu_forward(&a, &b, n);
+            block_on(gpu.read(&b))
+        };
+        step(&gpu);
+        let before = gpu.stats();
+        for _ in 0..3 {
+            let y = step(&gpu);
+            assert!((y[n - 1] - ops::gelu::gelu(2.0)).abs() < 1e-6, "{}", y[n - 1]);
+        }
+        let after = gpu.stats();
+        assert_eq!(after.buffers_created, before.buffers_created, "{before:?} -> {after:?}");
+        assert_eq!(after.pool_bytes, before.pool_bytes);
+        assert_eq!(after.submits - before.submits, 3);
+        assert_eq!(after.dispatches - before.dispatches, 6);
+    }
+
+    #[test]
+    fn buffers_dropped_while_recording_are_not_reused_before_submit() {
+        let Some(gpu) = test_gpu() else { return };
+        let n = 300;
+        let out1 = gpu.alloc(n);
+        {
+            let t = gpu.upload(&vec![1.0; n]);
+            gpu.add(&t, &t, &out1, n);
+        }
+        // Same size class: were `t` recycled now, this upload (a queue write, which runs
+        // before the encoder) would overwrite it before the add above reads it.
+        let t2 = gpu.upload(&vec![10.0; n]);
+        let out2 = gpu.alloc(n);
+        gpu.add(&t2, &t2, &out2, n);
+        assert_eq!(block_on(gpu.read(&out1)), vec![2.0; n]);
+        assert_eq!(block_on(gpu.read(&out2)), vec![20.0; n]);
+    }
+
+    #[test]
+    fn recycled_buffers_are_zeroed_and_writes_stay_in_order() {
+        let Some(gpu) = test_gpu() else { return };
+        let n = 500;
+        let a = gpu.alloc(n);
+        gpu.fill(&a, 5.0);
+        assert_eq!(block_on(gpu.read(&a)), vec![5.0; n]);
+        drop(a);
+        gpu.flush();
+        let before = gpu.stats().buffers_created;
+        let b = gpu.alloc(n);
+        assert_eq!(gpu.stats().buffers_created, before, "the freed buffer is reused");
+        assert_eq!(block_on(gpu.read(&b)), vec![0.0; n]);
+
+        // write() after a recorded op that reads the buffer must not change what it read.
+        let src = gpu.upload(&vec![1.0; n]);
+        let out = gpu.alloc(n);
+        gpu.add(&src, &src, &out, n);
+        gpu.write(&src, &vec![7.0; n]);
+        gpu.copy(&src, 0, &src, 1, n - 1);
+        assert_eq!(block_on(gpu.read(&out)), vec![2.0; n]);
+        assert_eq!(block_on(gpu.read(&src)), vec![7.0; n]);
+    }
+
+    #[test]
+    fn adapter_summary_names_the_adapter() {
+        let Some(gpu) = test_gpu() else { return };
+        let s = gpu.adapter_summary();
+        println!("{s}");
+        assert!(s.contains(&gpu.adapter_info().name), "{s}");
     }
 }

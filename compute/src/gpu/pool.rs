@@ -3,7 +3,9 @@
 //!
 //! A dropped buffer may still be named by commands in the encoder being recorded, and
 //! `queue.write_buffer` runs *before* that encoder's commands, so a buffer released during
-//! recording waits in `pending` and only becomes free once the encoder is submitted.
+//! recording waits in `pending` and only becomes free once the encoder is submitted. One
+//! released while no encoder is open (say, a step's activations dropped after its read)
+//! is free at once, so the next step reuses it.
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -62,6 +64,8 @@ pub(crate) struct Pool {
     free: HashMap<u64, Vec<wgpu::Buffer>>,
     /// Released while the current encoder was being recorded; free after its submit.
     pending: Vec<wgpu::Buffer>,
+    /// An encoder is open (something was recorded since the last submit).
+    pub recording: bool,
     /// Bytes of every buffer the pool has created and not dropped: in use, pending and free.
     pub bytes_held: u64,
     pub bytes_free: u64,
@@ -99,11 +103,18 @@ impl Pool {
     }
 
     fn release(&mut self, buffer: wgpu::Buffer) {
-        self.pending.push(buffer);
+        if self.recording {
+            self.pending.push(buffer);
+        } else {
+            // No recorded command names it, and submitted work precedes any later write.
+            self.bytes_free += buffer.size();
+            self.free.entry(buffer.size()).or_default().push(buffer);
+        }
     }
 
     /// The encoder that might still name the pending buffers has been submitted.
     pub fn submitted(&mut self) {
+        self.recording = false;
         for b in self.pending.drain(..) {
             self.bytes_free += b.size();
             self.free.entry(b.size()).or_default().push(b);

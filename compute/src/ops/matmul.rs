@@ -388,10 +388,10 @@ mod tests {
         let mut tiles = vec![MATMUL_TILE];
         if std::env::var("PATCHWORK_TILES").is_ok_and(|v| v == "all") {
             tiles.extend([
-                MatmulTile { name: "16x8k16", wx: 16, wy: 8, bk: 16 },
-                MatmulTile { name: "8x16k16", wx: 8, wy: 16, bk: 16 },
-                MatmulTile { name: "16x16k8", wx: 16, wy: 16, bk: 8 },
-                MatmulTile { name: "16x16k32", wx: 16, wy: 16, bk: 32 },
+                MatmulTile { name: "8x8k32", wx: 8, wy: 8, bk: 32 },
+                MatmulTile { name: "16x16k64", wx: 16, wy: 16, bk: 64 },
+                MatmulTile { name: "16x4k32", wx: 16, wy: 4, bk: 32 },
+                MatmulTile { name: "8x32k16", wx: 8, wy: 32, bk: 16 },
             ]);
         }
         let sync = gpu.alloc(1);
