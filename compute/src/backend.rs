@@ -333,4 +333,35 @@ pub trait Backend {
     );
     /// `x[b, t] += pos[t]`: `x: [batch, tokens, dim]`, `pos: [tokens, dim]`.
     fn add_pos(&self, x: &Self::Buf, pos: &Self::Buf, batch: usize, tokens: usize, dim: usize);
+
+    /// Swin's window-attention bias, in place: `scores[bw, h, i, j] += table[index[i·n + j], h]
+    /// + mask[bw % nw, i, j]`. `scores: [windows, heads, n, n]`, `table: [T, heads]`,
+    /// `index: [n, n]` (u32), `mask: [nw, n, n]` (shifted windows only).
+    #[allow(clippy::too_many_arguments)]
+    fn rel_pos_bias_forward(
+        &self,
+        scores: &Self::Buf,
+        table: &Self::Buf,
+        index: &Self::Buf,
+        mask: Option<&Self::Buf>,
+        windows: usize,
+        nw: usize,
+        heads: usize,
+        n: usize,
+    );
+    /// `dtable[t, h] += Σ_bw Σ_{ij: index[ij] = t} dscores[bw, h, ij]`, with each table
+    /// row's positions listed by `offsets: [T + 1]`, `entries: [n²]` (u32; see
+    /// [`crate::ops::rel_pos_bias::Csr`]). The scores gradient itself passes through.
+    #[allow(clippy::too_many_arguments)]
+    fn rel_pos_bias_backward(
+        &self,
+        dscores: &Self::Buf,
+        offsets: &Self::Buf,
+        entries: &Self::Buf,
+        dtable: &Self::Buf,
+        windows: usize,
+        heads: usize,
+        n: usize,
+        rows: usize,
+    );
 }

@@ -310,4 +310,41 @@ impl Backend for Cpu {
     fn add_pos(&self, x: &CpuBuf, pos: &CpuBuf, batch: usize, tokens: usize, dim: usize) {
         ops::gather::add_pos(&mut x.w(), &pos.r(), batch, tokens, dim);
     }
+    fn rel_pos_bias_forward(
+        &self,
+        scores: &CpuBuf,
+        table: &CpuBuf,
+        index: &CpuBuf,
+        mask: Option<&CpuBuf>,
+        windows: usize,
+        nw: usize,
+        heads: usize,
+        n: usize,
+    ) {
+        let mask = mask.map(|m| m.r());
+        let mask = mask.as_deref().map(|v| v.as_slice());
+        ops::rel_pos_bias::rel_pos_bias_forward(&mut scores.w(), &table.r(), &index.r(), mask, windows, nw, heads, n);
+    }
+    fn rel_pos_bias_backward(
+        &self,
+        dscores: &CpuBuf,
+        offsets: &CpuBuf,
+        entries: &CpuBuf,
+        dtable: &CpuBuf,
+        windows: usize,
+        heads: usize,
+        n: usize,
+        rows: usize,
+    ) {
+        ops::rel_pos_bias::rel_pos_bias_backward(
+            &dscores.r(),
+            &offsets.r(),
+            &entries.r(),
+            &mut dtable.w(),
+            windows,
+            heads,
+            n,
+            rows,
+        );
+    }
 }

@@ -8,6 +8,7 @@ use std::fmt;
 
 use crate::backend::Backend;
 use crate::methods::mae::{Mae, MaeConfig, Masking};
+use crate::swin::{Swin, SwinConfig};
 use crate::vit::{Vit, VitConfig};
 use crate::weights::{TensorFile, WeightsError};
 
@@ -124,7 +125,8 @@ pub async fn run<B: Backend>(be: &B, file: &TensorFile, tol: Tolerance) -> Resul
     match case.as_str() {
         "vit" => run_vit(be, file, &config, tol).await,
         "mae" => run_mae(be, file, &config, tol).await,
-        other => malformed(format!("case {other:?} is not known to this build (known: vit, mae)")),
+        "swin" => run_swin(be, file, &config, tol).await,
+        other => malformed(format!("case {other:?} is not known to this build (known: vit, mae, swin)")),
     }
 }
 
@@ -257,6 +259,76 @@ async fn run_mae<B: Backend>(
             "mask" => Some(masking.mask.clone()),
             "ids_restore" => Some(masking.ids_restore.iter().map(|v| *v as f32).collect()),
             "latent" => Some(be.read(&fwd.latent).await),
+            k => match k.strip_prefix("grad.").and_then(|n| grads.try_get(n)) {
+                Some(g) => Some(be.read(g).await),
+                None => None,
+            },
+        };
+        checks.push(match got {
+            Some(g) => compare(file, key, &g, tol),
+            None => unknown(key),
+        });
+    }
+    Ok(checks)
+}
+
+/// Case `swin`: timm's `SwinTransformer`, as `run_vit` (logits, loss, features, gradients).
+async fn run_swin<B: Backend>(
+    be: &B,
+    file: &TensorFile,
+    config: &str,
+    tol: Tolerance,
+) -> Result<Vec<Check>, FixtureError> {
+    let cfg = SwinConfig::from_json(config)?;
+    let model = Swin::from_file(be, cfg.clone(), file)?;
+    let x = input(file, "input.x")?;
+    let [h, w] = cfg.img_size;
+    if x.shape.len() != 4 || x.shape[1..] != [cfg.in_chans, h, w] {
+        return malformed(format!("input.x has shape {:?}, config wants [B, {}, {h}, {w}]", x.shape, cfg.in_chans));
+    }
+    let batch = x.shape[0];
+    let fwd = model.forward(be, &be.upload(&x.to_f32()), batch);
+    let expects: Vec<&String> = file.tensors.keys().filter(|k| k.starts_with("expect.")).collect();
+    let wants_grad = expects.iter().any(|k| k.starts_with("expect.grad."));
+    let wants_loss = expects.iter().any(|k| *k == "expect.loss");
+
+    let mut loss = None;
+    let grads = model.params.zeros_like(be);
+    let dimg = be.alloc(batch * cfg.in_chans * h * w);
+    if wants_grad || wants_loss {
+        let k = cfg.num_classes;
+        let labels = input(file, "input.labels")?
+            .as_i64()
+            .ok_or(FixtureError::Malformed("input.labels must be an integer tensor".into()))?;
+        if labels.len() != batch || labels.iter().any(|v| *v < 0 || *v as usize >= k) {
+            return malformed(format!("input.labels must hold {batch} labels in 0..{k}"));
+        }
+        let Some(logits) = &fwd.logits else {
+            return malformed("expected loss or gradients need a model with a head");
+        };
+        let lb = be.upload_u32(&labels.iter().map(|v| *v as u32).collect::<Vec<u32>>());
+        let (losses, probs) = (be.alloc(batch), be.alloc(batch * k));
+        be.cross_entropy_forward(logits, &lb, &losses, &probs, batch, k);
+        if wants_grad {
+            let dlogits = be.alloc(batch * k);
+            be.cross_entropy_backward(&be.upload(&vec![1.0 / batch as f32; batch]), &probs, &lb, &dlogits, batch, k);
+            model.backward(be, &fwd, Some(&dlogits), None, None, &grads, Some(&dimg));
+        }
+        let l = be.read(&losses).await;
+        loss = Some(l.iter().map(|v| *v as f64).sum::<f64>() / batch as f64);
+    }
+
+    let mut checks = Vec::new();
+    for key in expects {
+        let got: Option<Vec<f32>> = match key.strip_prefix("expect.").unwrap() {
+            "logits" => match &fwd.logits {
+                Some(l) => Some(be.read(l).await),
+                None => Some(be.read(&fwd.pooled).await),
+            },
+            "pre_logits" => Some(be.read(&fwd.pooled).await),
+            "features" => Some(be.read(&fwd.features).await),
+            "loss" => loss.map(|l| vec![l as f32]),
+            "grad.input.x" => Some(be.read(&dimg).await),
             k => match k.strip_prefix("grad.").and_then(|n| grads.try_get(n)) {
                 Some(g) => Some(be.read(g).await),
                 None => None,

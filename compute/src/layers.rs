@@ -154,6 +154,12 @@ impl Attention {
 
     /// `probs = softmax(q·kᵀ·scale)`, `out = probs · v`. Returns the probabilities.
     pub fn forward<B: Backend>(&self, be: &B, qkv: &B::Buf, out: &B::Buf) -> B::Buf {
+        self.forward_biased(be, qkv, out, |_| {})
+    }
+
+    /// [`Attention::forward`] with `bias` applied in place to the scores
+    /// `[b, heads, n, n]` before the softmax (Swin's relative position bias and mask).
+    pub fn forward_biased<B: Backend>(&self, be: &B, qkv: &B::Buf, out: &B::Buf, bias: impl FnOnce(&B::Buf)) -> B::Buf {
         let (n, hd) = (self.tokens, self.head_dim);
         let scores = be.alloc(self.probs_len());
         be.matmul(
@@ -164,6 +170,7 @@ impl Attention {
             &scores,
         );
         let probs = be.alloc(self.probs_len());
+        bias(&scores);
         be.softmax_forward(&scores, &probs, self.batch * self.heads * n, n);
         be.matmul(&self.mm(n, hd, n, self.probs(), self.qkv_part(2), self.out(), 1.0, 0.0), &probs, qkv, None, out);
         probs
@@ -172,12 +179,27 @@ impl Attention {
     /// `dqkv += ∂/∂qkv` given `dout`: `dP = dout·vᵀ`, `dv += Pᵀ·dout`,
     /// `dS = softmax'(dP)`, `dq += scale·dS·k`, `dk += scale·dSᵀ·q`.
     pub fn backward<B: Backend>(&self, be: &B, dout: &B::Buf, probs: &B::Buf, qkv: &B::Buf, dqkv: &B::Buf) {
+        self.backward_biased(be, dout, probs, qkv, dqkv, |_| {})
+    }
+
+    /// Backward of [`Attention::forward_biased`]: `dbias` receives the scores gradient
+    /// `[b, heads, n, n]` (which is also the bias's output gradient).
+    pub fn backward_biased<B: Backend>(
+        &self,
+        be: &B,
+        dout: &B::Buf,
+        probs: &B::Buf,
+        qkv: &B::Buf,
+        dqkv: &B::Buf,
+        dbias: impl FnOnce(&B::Buf),
+    ) {
         let (n, hd, s) = (self.tokens, self.head_dim, self.scale());
         let dprobs = be.alloc(self.probs_len());
         be.matmul(&self.mm(n, n, hd, self.out(), self.qkv_part_t(2), self.probs(), 1.0, 0.0), dout, qkv, None, &dprobs);
         be.matmul(&self.mm(n, hd, n, self.probs_t(), self.out(), self.qkv_part(2), 1.0, 1.0), probs, dout, None, dqkv);
         let dscores = be.alloc(self.probs_len());
         be.softmax_backward(&dprobs, probs, &dscores, self.batch * self.heads * n, n);
+        dbias(&dscores);
         be.matmul(
             &self.mm(n, hd, n, self.probs(), self.qkv_part(1), self.qkv_part(0), s, 1.0),
             &dscores,

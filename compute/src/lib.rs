@@ -14,6 +14,7 @@ pub mod ops;
 pub mod optim;
 pub mod params;
 pub mod rng;
+pub mod swin;
 pub mod transformer;
 pub mod vit;
 pub mod weights;
@@ -22,6 +23,7 @@ pub use backend::{AdamW, Backend, Matmul, PatchOrder, Strides, NO_ROW};
 pub use cpu::Cpu;
 pub use gpu::{Gpu, GpuBuf, GpuError, GpuStats};
 pub use params::Params;
+pub use swin::{Swin, SwinConfig, SwinForward};
 pub use vit::{Vit, VitConfig, VitForward};
 pub use weights::{Tensor, TensorFile, WeightsError};
 

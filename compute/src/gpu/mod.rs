@@ -771,6 +771,32 @@ impl Backend for Gpu {
     fn add_pos(&self, x: &GpuBuf, pos: &GpuBuf, batch: usize, tokens: usize, dim: usize) {
         ops::gather::add_pos_gpu(self, x, pos, batch, tokens, dim);
     }
+    fn rel_pos_bias_forward(
+        &self,
+        scores: &GpuBuf,
+        table: &GpuBuf,
+        index: &GpuBuf,
+        mask: Option<&GpuBuf>,
+        windows: usize,
+        nw: usize,
+        heads: usize,
+        n: usize,
+    ) {
+        ops::rel_pos_bias::rel_pos_bias_forward_gpu(self, scores, table, index, mask, windows, nw, heads, n);
+    }
+    fn rel_pos_bias_backward(
+        &self,
+        dscores: &GpuBuf,
+        offsets: &GpuBuf,
+        entries: &GpuBuf,
+        dtable: &GpuBuf,
+        windows: usize,
+        heads: usize,
+        n: usize,
+        rows: usize,
+    ) {
+        ops::rel_pos_bias::rel_pos_bias_backward_gpu(self, dscores, offsets, entries, dtable, windows, heads, n, rows);
+    }
 }
 
 const FILL: Shader = Shader { op: "fill", source: include_str!("../../../shaders/fill.wgsl") };

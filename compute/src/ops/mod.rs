@@ -11,6 +11,7 @@ pub mod layernorm;
 pub mod matmul;
 pub mod mse;
 pub mod patchify;
+pub mod rel_pos_bias;
 pub mod softmax;
 
 #[cfg(test)]
