@@ -3,7 +3,11 @@ use clap::{Parser, Subcommand};
 
 mod backend;
 mod bench;
+mod data;
 mod info;
+mod progress;
+mod reconstruct;
+mod train;
 mod verify;
 
 #[derive(Parser)]
@@ -21,6 +25,10 @@ enum Command {
     Verify(verify::Args),
     /// Benchmark matmuls and a ViT training step on the CPU backend and the GPU.
     Bench(bench::Args),
+    /// Self-supervised training (MAE) on Fashion-MNIST, the bundled photos or a folder of images.
+    Train(Box<train::Args>),
+    /// Reconstruct masked images with a trained MAE: a PNG grid, or the masked-patch error.
+    Reconstruct(reconstruct::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -28,5 +36,7 @@ fn main() -> anyhow::Result<()> {
         Command::Info(a) => info::run(a),
         Command::Verify(a) => verify::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Train(a) => train::run(*a),
+        Command::Reconstruct(a) => reconstruct::run(a),
     }
 }

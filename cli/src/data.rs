@@ -1,0 +1,506 @@
+//! Training and evaluation images: Fashion-MNIST (idx files), the bundled photos, or a
+//! directory of images (class subfolders give labels). Everything becomes `[B, C, H, W]`
+//! f32, scaled to [0, 1] and normalised with the data set's per-channel mean and std.
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use image::imageops::FilterType;
+use image::DynamicImage;
+use patchwork_compute::rng::Rng;
+use serde::{Deserialize, Serialize};
+
+/// Where the Debian package `dataset-fashion-mnist` puts the full data set.
+pub const SYSTEM_FASHION_MNIST: &str = "/usr/share/datasets/fashion-mnist";
+
+/// Per-channel `x = (pixel − mean) / std` of pixels in [0, 1]; stored in model metadata so
+/// reconstructions can be shown in pixel space.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Normalize {
+    pub mean: Vec<f32>,
+    pub std: Vec<f32>,
+}
+
+impl Normalize {
+    /// The usual Fashion-MNIST statistics of the 60 000 training images.
+    pub fn fashion_mnist() -> Self {
+        Normalize { mean: vec![0.2860], std: vec![0.3530] }
+    }
+    /// ImageNet's, for photos (its grey-level average for one channel).
+    pub fn imagenet(channels: usize) -> Self {
+        if channels == 1 {
+            Normalize { mean: vec![0.449], std: vec![0.226] }
+        } else {
+            Normalize { mean: vec![0.485, 0.456, 0.406], std: vec![0.229, 0.224, 0.225] }
+        }
+    }
+    pub fn apply(&self, c: usize, pixel: f32) -> f32 {
+        (pixel - self.mean[c]) / self.std[c]
+    }
+    pub fn undo(&self, c: usize, x: f32) -> f32 {
+        x * self.std[c] + self.mean[c]
+    }
+}
+
+/// How training draws a view of an image.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Augment {
+    /// The whole image (resized when its size differs from the model's).
+    None,
+    /// MAE's `RandomResizedCrop(scale=(0.2, 1.0))` + `RandomHorizontalFlip`.
+    RandomResizedCrop,
+}
+
+/// What `--data` names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DataSpec {
+    FashionMnist,
+    Photos,
+    /// A folder of idx files (Fashion-MNIST format) or of images.
+    Dir(PathBuf),
+}
+
+impl DataSpec {
+    pub fn parse(s: &str) -> Self {
+        match s {
+            "fashion-mnist" => DataSpec::FashionMnist,
+            "photos" => DataSpec::Photos,
+            path => DataSpec::Dir(PathBuf::from(path)),
+        }
+    }
+    /// Channels of the images this data set gives by default.
+    pub fn default_channels(&self) -> usize {
+        match self {
+            DataSpec::FashionMnist => 1,
+            DataSpec::Photos => 3,
+            DataSpec::Dir(p) if is_idx_dir(p) => 1,
+            DataSpec::Dir(_) => 3,
+        }
+    }
+    /// The training split at `channels`, images kept at most `2 × size` on their shorter side.
+    pub fn load_train(&self, channels: usize, size: usize) -> Result<Dataset> {
+        match self {
+            DataSpec::FashionMnist => load_idx(&fashion_mnist_dir(), "train"),
+            DataSpec::Photos => load_dir(&assets_dir().join("photos/train"), channels, size),
+            DataSpec::Dir(p) if is_idx_dir(p) => load_idx(p, "train"),
+            DataSpec::Dir(p) => load_dir(p, channels, size),
+        }
+    }
+}
+
+/// The repository's `assets/` folder: `$PATCHWORK_ASSETS`, else the one this binary was
+/// built from.
+pub fn assets_dir() -> PathBuf {
+    match std::env::var_os("PATCHWORK_ASSETS") {
+        Some(p) => PathBuf::from(p),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets"),
+    }
+}
+
+/// The full Fashion-MNIST when the Debian package is installed, else the bundled subset.
+pub fn fashion_mnist_dir() -> PathBuf {
+    let system = Path::new(SYSTEM_FASHION_MNIST);
+    if is_idx_dir(system) {
+        system.to_path_buf()
+    } else {
+        assets_dir().join("fashion-mnist")
+    }
+}
+
+fn idx_path(dir: &Path, stem: &str) -> Option<PathBuf> {
+    [format!("{stem}.gz"), stem.to_string()].into_iter().map(|f| dir.join(f)).find(|p| p.is_file())
+}
+
+fn is_idx_dir(dir: &Path) -> bool {
+    idx_path(dir, "train-images-idx3-ubyte").is_some()
+}
+
+/// Images with optional labels, held as decoded 8-bit images.
+pub struct Dataset {
+    pub name: String,
+    pub channels: usize,
+    pub images: Vec<DynamicImage>,
+    /// One per image when the source has classes.
+    pub labels: Option<Vec<u32>>,
+    pub classes: Vec<String>,
+    pub augment: Augment,
+    pub norm: Normalize,
+}
+
+impl Dataset {
+    pub fn len(&self) -> usize {
+        self.images.len()
+    }
+
+    /// `[indices.len(), C, size, size]`, normalised; crops and flips drawn from `rng`.
+    pub fn batch(&self, indices: &[usize], size: usize, rng: &mut Rng) -> Vec<f32> {
+        let mut out = Vec::with_capacity(indices.len() * self.channels * size * size);
+        for &i in indices {
+            let img = &self.images[i];
+            let view = match self.augment {
+                Augment::None => fit(img, size),
+                Augment::RandomResizedCrop => random_resized_crop(img, size, rng),
+            };
+            push_chw(&view, self.channels, &self.norm, &mut out);
+        }
+        out
+    }
+}
+
+/// Append `img` (already `size × size`) as normalised CHW values.
+pub fn push_chw(img: &DynamicImage, channels: usize, norm: &Normalize, out: &mut Vec<f32>) {
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let raw: Vec<u8> = if channels == 1 { img.to_luma8().into_raw() } else { img.to_rgb8().into_raw() };
+    for c in 0..channels {
+        out.extend((0..w * h).map(|p| norm.apply(c, raw[p * channels + c] as f32 / 255.0)));
+    }
+}
+
+/// Resize the shorter side to `size` and crop the centre square (the identity at `size`).
+pub fn fit(img: &DynamicImage, size: usize) -> DynamicImage {
+    let (w, h) = (img.width(), img.height());
+    if w as usize == size && h as usize == size {
+        return img.clone();
+    }
+    let side = w.min(h);
+    img.crop_imm((w - side) / 2, (h - side) / 2, side, side).resize_exact(
+        size as u32,
+        size as u32,
+        FilterType::Triangle,
+    )
+}
+
+/// torchvision's `RandomResizedCrop(size, scale=(0.2, 1), ratio=(3/4, 4/3))`, then a
+/// horizontal flip with probability ½.
+pub fn random_resized_crop(img: &DynamicImage, size: usize, rng: &mut Rng) -> DynamicImage {
+    let (w, h) = (img.width() as f64, img.height() as f64);
+    let area = w * h;
+    let (lo, hi) = ((3.0f64 / 4.0).ln(), (4.0f64 / 3.0).ln());
+    let mut bx = None;
+    for _ in 0..10 {
+        let target = area * (0.2 + 0.8 * rng.uniform() as f64);
+        let ratio = (lo + (hi - lo) * rng.uniform() as f64).exp();
+        let (cw, ch) = ((target * ratio).sqrt().round(), (target / ratio).sqrt().round());
+        if cw >= 1.0 && ch >= 1.0 && cw <= w && ch <= h {
+            let x = rng.below((w - cw) as usize + 1) as u32;
+            let y = rng.below((h - ch) as usize + 1) as u32;
+            bx = Some((x, y, cw as u32, ch as u32));
+            break;
+        }
+    }
+    let (x, y, cw, ch) = bx.unwrap_or_else(|| {
+        let side = w.min(h) as u32;
+        ((w as u32 - side) / 2, (h as u32 - side) / 2, side, side)
+    });
+    let view = img.crop_imm(x, y, cw, ch).resize_exact(size as u32, size as u32, FilterType::Triangle);
+    if rng.uniform() < 0.5 {
+        view.fliph()
+    } else {
+        view
+    }
+}
+
+/// The order of the data set in epoch `epoch`: a Fisher–Yates shuffle seeded by the run's
+/// seed and the epoch, so any step's batch follows from the step number alone.
+pub fn epoch_order(seed: u64, epoch: u64, n: usize) -> Vec<usize> {
+    let mut rng = Rng::new(seed ^ epoch.wrapping_add(1).wrapping_mul(0xD1B5_4A32_D192_ED03));
+    let mut order: Vec<usize> = (0..n).collect();
+    for i in (1..n).rev() {
+        order.swap(i, rng.below(i + 1));
+    }
+    order
+}
+
+/// Indices of the `batch` images of `step` when every epoch is a fresh shuffle.
+pub struct Sampler {
+    seed: u64,
+    n: usize,
+    epoch: u64,
+    order: Vec<usize>,
+}
+
+impl Sampler {
+    pub fn new(seed: u64, n: usize) -> Self {
+        Sampler { seed, n, epoch: 0, order: epoch_order(seed, 0, n) }
+    }
+    pub fn indices(&mut self, step: usize, batch: usize) -> Vec<usize> {
+        (step * batch..(step + 1) * batch)
+            .map(|pos| {
+                let epoch = (pos / self.n) as u64;
+                if epoch != self.epoch {
+                    self.epoch = epoch;
+                    self.order = epoch_order(self.seed, epoch, self.n);
+                }
+                self.order[pos % self.n]
+            })
+            .collect()
+    }
+}
+
+fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
+    let raw = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    if raw.starts_with(&[0x1f, 0x8b]) {
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(&raw[..])
+            .read_to_end(&mut out)
+            .with_context(|| format!("decompressing {}", path.display()))?;
+        Ok(out)
+    } else {
+        Ok(raw)
+    }
+}
+
+fn be_u32(b: &[u8], at: usize) -> usize {
+    u32::from_be_bytes(b[at..at + 4].try_into().unwrap()) as usize
+}
+
+/// Parse idx3 (images, `[n, rows, cols]` u8) bytes.
+pub fn parse_idx_images(b: &[u8]) -> Result<(usize, usize, usize, &[u8])> {
+    if b.len() < 16 || be_u32(b, 0) != 0x0803 {
+        bail!("not an idx3-ubyte image file (magic 0x00000803)");
+    }
+    let (n, rows, cols) = (be_u32(b, 4), be_u32(b, 8), be_u32(b, 12));
+    if b.len() < 16 + n * rows * cols {
+        bail!("idx image file is truncated: {n} images of {rows}×{cols} need {} bytes", 16 + n * rows * cols);
+    }
+    Ok((n, rows, cols, &b[16..16 + n * rows * cols]))
+}
+
+/// Parse idx1 (labels, `[n]` u8) bytes.
+pub fn parse_idx_labels(b: &[u8]) -> Result<Vec<u32>> {
+    if b.len() < 8 || be_u32(b, 0) != 0x0801 {
+        bail!("not an idx1-ubyte label file (magic 0x00000801)");
+    }
+    let n = be_u32(b, 4);
+    if b.len() < 8 + n {
+        bail!("idx label file is truncated");
+    }
+    Ok(b[8..8 + n].iter().map(|&l| l as u32).collect())
+}
+
+pub const FASHION_MNIST_CLASSES: [&str; 10] =
+    ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"];
+
+/// The `split` ("train" or "t10k"/"test") of an idx folder, as grey images with labels.
+pub fn load_idx(dir: &Path, split: &str) -> Result<Dataset> {
+    let stem = if split == "test" { "t10k" } else { split };
+    let find = |kind: &str| {
+        idx_path(dir, &format!("{stem}-{kind}")).with_context(|| format!("no {stem}-{kind}(.gz) in {}", dir.display()))
+    };
+    let img_bytes = read_maybe_gz(&find("images-idx3-ubyte")?)?;
+    let (n, rows, cols, pixels) = parse_idx_images(&img_bytes)?;
+    let labels = parse_idx_labels(&read_maybe_gz(&find("labels-idx1-ubyte")?)?)?;
+    if labels.len() != n {
+        bail!("{}: {n} images but {} labels", dir.display(), labels.len());
+    }
+    let images = pixels
+        .chunks_exact(rows * cols)
+        .map(|p| DynamicImage::ImageLuma8(image::GrayImage::from_raw(cols as u32, rows as u32, p.to_vec()).unwrap()))
+        .collect();
+    Ok(Dataset {
+        name: format!("fashion-mnist ({}, {split})", dir.display()),
+        channels: 1,
+        images,
+        labels: Some(labels),
+        classes: FASHION_MNIST_CLASSES.iter().map(|s| s.to_string()).collect(),
+        augment: Augment::None,
+        norm: Normalize::fashion_mnist(),
+    })
+}
+
+/// Decode an image file by its content, whatever its extension.
+pub fn decode(path: &Path) -> Result<DynamicImage> {
+    if std::fs::metadata(path).with_context(|| format!("cannot open {}", path.display()))?.len() == 0 {
+        bail!("{} is empty, not an image", path.display());
+    }
+    let reader = image::ImageReader::open(path)
+        .with_context(|| format!("cannot open {}", path.display()))?
+        .with_guessed_format()
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    if reader.format().is_none() {
+        bail!("{} is not an image the decoder recognises (empty, or not PNG/JPEG/GIF/BMP/WebP/TIFF/…)", path.display());
+    }
+    reader.decode().with_context(|| format!("{} is not a readable image", path.display()))
+}
+
+/// Keep an image's shorter side at most `max_side` (training crops never need more).
+fn shrink(img: DynamicImage, max_side: u32) -> DynamicImage {
+    let side = img.width().min(img.height());
+    if side <= max_side {
+        return img;
+    }
+    let s = max_side as f64 / side as f64;
+    let (w, h) = ((img.width() as f64 * s).round() as u32, (img.height() as f64 * s).round() as u32);
+    img.resize_exact(w.max(1), h.max(1), FilterType::Triangle)
+}
+
+fn as_channels(img: DynamicImage, channels: usize) -> DynamicImage {
+    if channels == 1 {
+        DynamicImage::ImageLuma8(img.to_luma8())
+    } else {
+        DynamicImage::ImageRgb8(img.to_rgb8())
+    }
+}
+
+/// Every readable image in `dir` and its subfolders (one level; a subfolder is a class),
+/// in sorted order; unreadable files are skipped with a warning.
+pub fn load_dir(dir: &Path, channels: usize, size: usize) -> Result<Dataset> {
+    let sorted = |p: &Path| -> Result<Vec<PathBuf>> {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(p)
+            .with_context(|| format!("cannot list {}", p.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')))
+            .collect();
+        v.sort();
+        Ok(v)
+    };
+    let entries = sorted(dir)?;
+    let classes: Vec<String> =
+        entries.iter().filter(|p| p.is_dir()).map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect();
+    let mut files: Vec<(PathBuf, Option<u32>)> =
+        entries.iter().filter(|p| p.is_file()).map(|p| (p.clone(), None)).collect();
+    for (label, class) in classes.iter().enumerate() {
+        files.extend(sorted(&dir.join(class))?.into_iter().filter(|p| p.is_file()).map(|p| (p, Some(label as u32))));
+    }
+    let (mut images, mut labels) = (Vec::new(), Vec::new());
+    let mut skipped = 0;
+    for (path, label) in files {
+        match decode(&path) {
+            Ok(img) => {
+                images.push(as_channels(shrink(img, 2 * size as u32), channels));
+                labels.push(label);
+            }
+            Err(e) => {
+                if path.extension().is_some_and(|e| e == "md" || e == "txt") {
+                    continue;
+                }
+                eprintln!("warning: skipping {}: {e:#}", path.display());
+                skipped += 1;
+            }
+        }
+    }
+    if images.is_empty() {
+        bail!("no readable images in {} ({skipped} file(s) skipped)", dir.display());
+    }
+    let labelled = labels.iter().all(|l| l.is_some()) && !classes.is_empty();
+    Ok(Dataset {
+        name: dir.display().to_string(),
+        channels,
+        images,
+        labels: labelled.then(|| labels.into_iter().map(|l| l.unwrap()).collect()),
+        classes,
+        augment: Augment::RandomResizedCrop,
+        norm: Normalize::imagenet(channels),
+    })
+}
+
+#[cfg(test)]
+pub(crate) mod tests_support {
+    use std::io::Write;
+    use std::path::Path;
+
+    /// Write a tiny idx data set (`n` images of 28×28, image i filled with value i).
+    pub fn write_idx(dir: &Path, split: &str, n: usize) {
+        let mut img = vec![0, 0, 8, 3];
+        for v in [n as u32, 28, 28] {
+            img.extend(v.to_be_bytes());
+        }
+        for i in 0..n {
+            img.extend(std::iter::repeat_n(i as u8 * 10, 28 * 28));
+        }
+        let mut lab = vec![0, 0, 8, 1];
+        lab.extend((n as u32).to_be_bytes());
+        lab.extend((0..n).map(|i| (i % 10) as u8));
+        let gz = |bytes: &[u8], name: String| {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            e.write_all(bytes).unwrap();
+            std::fs::write(dir.join(name), e.finish().unwrap()).unwrap();
+        };
+        gz(&img, format!("{split}-images-idx3-ubyte.gz"));
+        gz(&lab, format!("{split}-labels-idx1-ubyte.gz"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tests_support::write_idx;
+    use super::*;
+
+    #[test]
+    fn idx_files_load_as_labelled_grey_images() {
+        let dir = tempfile::tempdir().unwrap();
+        write_idx(dir.path(), "train", 5);
+        let d = load_idx(dir.path(), "train").unwrap();
+        assert_eq!((d.len(), d.channels), (5, 1));
+        assert_eq!(d.labels.as_deref(), Some(&[0, 1, 2, 3, 4][..]));
+        let x = d.batch(&[3], 28, &mut Rng::new(0));
+        assert_eq!(x.len(), 28 * 28);
+        let want = (30.0 / 255.0 - 0.2860) / 0.3530;
+        assert!((x[0] - want).abs() < 1e-6, "pixel {} != {want}", x[0]);
+        assert!(DataSpec::Dir(dir.path().into()).default_channels() == 1);
+    }
+
+    #[test]
+    fn bundled_fashion_mnist_subset_loads() {
+        let dir = assets_dir().join("fashion-mnist");
+        let train = load_idx(&dir, "train").unwrap();
+        let test = load_idx(&dir, "test").unwrap();
+        assert_eq!((train.len(), test.len()), (2000, 1000));
+        assert!(train.labels.unwrap().iter().all(|&l| l < 10));
+        assert_eq!((train.images[0].width(), train.images[0].height()), (28, 28));
+    }
+
+    #[test]
+    fn truncated_idx_is_an_error() {
+        let mut b = vec![0, 0, 8, 3];
+        for v in [10u32, 28, 28] {
+            b.extend(v.to_be_bytes());
+        }
+        b.extend([0u8; 100]);
+        let e = parse_idx_images(&b).unwrap_err();
+        assert!(e.to_string().contains("truncated"), "{e}");
+        assert!(parse_idx_labels(b"garbage!").is_err());
+    }
+
+    #[test]
+    fn image_directory_uses_subfolders_as_classes_and_skips_bad_files() {
+        let dir = tempfile::tempdir().unwrap();
+        for (class, colour) in [("cats", [200u8, 10, 10]), ("dogs", [10, 200, 10])] {
+            std::fs::create_dir(dir.path().join(class)).unwrap();
+            for i in 0..2 {
+                let img = image::RgbImage::from_pixel(40 + i * 7, 30, image::Rgb(colour));
+                img.save(dir.path().join(format!("{class}/{i}.png"))).unwrap();
+            }
+        }
+        std::fs::write(dir.path().join("dogs/broken.jpg"), b"not a jpeg").unwrap();
+        let d = load_dir(dir.path(), 3, 16).unwrap();
+        assert_eq!(d.len(), 4, "the broken file is skipped");
+        assert_eq!(d.classes, ["cats", "dogs"]);
+        assert_eq!(d.labels.as_deref(), Some(&[0, 0, 1, 1][..]));
+        let x = d.batch(&[0, 3], 16, &mut Rng::new(1));
+        assert_eq!(x.len(), 2 * 3 * 16 * 16);
+        // a solid red image stays red through crop and resize
+        let red = (200.0 / 255.0 - 0.485) / 0.229;
+        assert!((x[0] - red).abs() < 1e-5, "{} != {red}", x[0]);
+        let grey = load_dir(dir.path(), 1, 16).unwrap();
+        assert_eq!(grey.batch(&[0], 16, &mut Rng::new(1)).len(), 16 * 16);
+    }
+
+    #[test]
+    fn empty_directory_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("x.png"), b"").unwrap();
+        let e = load_dir(dir.path(), 3, 16).err().unwrap();
+        assert!(e.to_string().contains("no readable images"), "{e}");
+    }
+
+    #[test]
+    fn sampler_visits_every_image_once_per_epoch_and_depends_only_on_the_step() {
+        let mut s = Sampler::new(7, 10);
+        let mut seen: Vec<usize> = (0..5).flat_map(|step| s.indices(step, 2)).collect();
+        seen.sort();
+        assert_eq!(seen, (0..10).collect::<Vec<_>>());
+        let later = s.indices(13, 3);
+        assert_eq!(Sampler::new(7, 10).indices(13, 3), later);
+    }
+}

@@ -1,0 +1,625 @@
+//! `patchwork train --method mae --data D --steps N --out MODEL.safetensors`: self-supervised
+//! training of a ViT on a data set, as the method's paper does it:
+//! ```text
+//! lr = warmup_cosine(lr, min_lr, steps, warmup)      # precomputed, indexed by the step
+//! for step in start..steps:
+//!     x = data[order(seed, epoch)][step·B : (step+1)·B]  # crops and masks from one seeded rng
+//!     loss = method.step(x, lr[step])                    # forward, backward, AdamW: one submit
+//!     stop if loss is not finite; checkpoint every K steps (atomically)
+//! ```
+//! A checkpoint holds the weights, Adam's moments, the step, the rng state and every setting,
+//! so `--resume` continues bit for bit (on the CPU) where the run stopped. Methods live in
+//! their own modules ([`mae`]); this file is the loop they share.
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use patchwork_compute::optim::{warmup_cosine, StepConfig};
+use patchwork_compute::rng::Rng;
+use patchwork_compute::{block_on, Backend, Tensor, TensorFile};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::backend::{with_backend, BackendChoice, OnBackend, Probe};
+use crate::data::{DataSpec, Dataset, Normalize, Sampler};
+use crate::progress::Progress;
+
+pub mod mae;
+
+/// The self-supervised methods `train` knows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    /// Masked autoencoders (He et al. 2021).
+    Mae,
+}
+
+impl Method {
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Mae => "mae",
+        }
+    }
+}
+
+pub const MODEL_FORMAT: &str = "patchwork-model/1";
+pub const CHECKPOINT_FORMAT: &str = "patchwork-checkpoint/1";
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct Args {
+    /// The self-supervised method.
+    #[arg(long, value_enum, required_unless_present = "resume")]
+    pub method: Option<Method>,
+    /// `fashion-mnist`, `photos` (bundled), or a folder of images (class subfolders give
+    /// labels) or of idx files.
+    #[arg(long, required_unless_present = "resume")]
+    pub data: Option<String>,
+    /// Optimiser steps of the whole run (the schedule spans them).
+    #[arg(long, required_unless_present = "resume")]
+    pub steps: Option<usize>,
+    /// Images per step [default: 128 for fashion-mnist, 32 otherwise].
+    #[arg(long)]
+    pub batch: Option<usize>,
+    /// Peak learning rate after warm-up [default: 1.5e-3].
+    #[arg(long)]
+    pub lr: Option<f32>,
+    /// Learning rate at the last step of the cosine [default: 1e-5].
+    #[arg(long)]
+    pub min_lr: Option<f32>,
+    /// Linear warm-up steps [default: 5% of --steps].
+    #[arg(long)]
+    pub warmup_steps: Option<usize>,
+    /// AdamW weight decay (not on biases, norms, tokens) [default: 0.05].
+    #[arg(long)]
+    pub weight_decay: Option<f32>,
+    /// Clip the global gradient norm to this [default: no clipping, as MAE].
+    #[arg(long)]
+    pub clip: Option<f32>,
+    /// Seed of the initial weights, the data order, crops and masks [default: 0].
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// The trained model (safetensors, official parameter names).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Append one JSON line per step (step, loss, lr, images/s).
+    #[arg(long)]
+    pub log: Option<PathBuf>,
+    /// Continue from a checkpoint; its settings are kept (flags that differ are refused).
+    #[arg(long)]
+    pub resume: Option<PathBuf>,
+    /// Write the checkpoint (`MODEL.ckpt.safetensors`) every this many steps, and at the end.
+    #[arg(long, default_value_t = 200)]
+    pub checkpoint_every: usize,
+    /// Stop after this step with a checkpoint, to resume later (the schedule still spans
+    /// --steps; no model file is written).
+    #[arg(long)]
+    pub stop_at: Option<usize>,
+    /// Input channels [default: 1 for fashion-mnist, 3 otherwise].
+    #[arg(long)]
+    pub in_chans: Option<usize>,
+    #[command(flatten)]
+    pub mae: mae::MaeArgs,
+    #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
+    pub backend: BackendChoice,
+    /// No progress output.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// Everything that fixes a run's trajectory besides the model config; saved in checkpoints.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Schedule {
+    pub method: Method,
+    pub data: String,
+    pub steps: usize,
+    pub batch: usize,
+    pub lr: f32,
+    pub min_lr: f32,
+    pub warmup_steps: usize,
+    pub weight_decay: f32,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub clip: Option<f32>,
+    pub seed: u64,
+    pub in_chans: usize,
+}
+
+impl Schedule {
+    fn from_args(a: &Args) -> Result<Self> {
+        let data = a.data.clone().context("--data is required")?;
+        let spec = DataSpec::parse(&data);
+        let steps = a.steps.context("--steps is required")?;
+        if steps == 0 {
+            bail!("--steps must be at least 1");
+        }
+        let fashion = spec.default_channels() == 1;
+        Ok(Schedule {
+            method: a.method.context("--method is required")?,
+            steps,
+            batch: a.batch.unwrap_or(if fashion { 128 } else { 32 }),
+            lr: a.lr.unwrap_or(1.5e-3),
+            min_lr: a.min_lr.unwrap_or(1e-5),
+            warmup_steps: a.warmup_steps.unwrap_or(steps / 20),
+            weight_decay: a.weight_decay.unwrap_or(0.05),
+            // MAE's AdamW betas
+            beta1: 0.9,
+            beta2: 0.95,
+            clip: a.clip,
+            seed: a.seed.unwrap_or(0),
+            in_chans: a.in_chans.unwrap_or(spec.default_channels()),
+            data,
+        })
+    }
+
+    /// Refuse flags that would change a resumed run's trajectory.
+    fn check_flags(&self, a: &Args) -> Result<()> {
+        let mut differ = Vec::new();
+        let mut same = |flag: &str, given: Option<String>, kept: String| {
+            if let Some(g) = given.filter(|g| *g != kept) {
+                differ.push(format!("{flag} {g} (checkpoint: {kept})"));
+            }
+        };
+        same("--method", a.method.map(|m| m.name().into()), self.method.name().into());
+        same("--data", a.data.clone(), self.data.clone());
+        same("--steps", a.steps.map(|v| v.to_string()), self.steps.to_string());
+        same("--batch", a.batch.map(|v| v.to_string()), self.batch.to_string());
+        same("--lr", a.lr.map(|v| v.to_string()), self.lr.to_string());
+        same("--min-lr", a.min_lr.map(|v| v.to_string()), self.min_lr.to_string());
+        same("--warmup-steps", a.warmup_steps.map(|v| v.to_string()), self.warmup_steps.to_string());
+        same("--weight-decay", a.weight_decay.map(|v| v.to_string()), self.weight_decay.to_string());
+        same("--seed", a.seed.map(|v| v.to_string()), self.seed.to_string());
+        same("--in-chans", a.in_chans.map(|v| v.to_string()), self.in_chans.to_string());
+        if a.clip.is_some() && a.clip != self.clip {
+            differ.push(format!("--clip {:?} (checkpoint: {:?})", a.clip, self.clip));
+        }
+        if !differ.is_empty() {
+            bail!("a resumed run keeps its checkpoint's settings; these flags differ: {}", differ.join(", "));
+        }
+        Ok(())
+    }
+
+    fn step_config(&self, lr: f32) -> StepConfig {
+        StepConfig {
+            lr,
+            weight_decay: self.weight_decay,
+            beta1: self.beta1,
+            beta2: self.beta2,
+            eps: 1e-8,
+            clip: self.clip,
+        }
+    }
+}
+
+/// What a method gives the training loop, on one backend.
+pub trait Trainer<B: Backend> {
+    /// One optimiser step on `imgs: [batch, C, H, W]`: forward, backward and the update are
+    /// recorded, then one read of the loss (one submit on the GPU). Masks come from `rng`.
+    fn step(&mut self, be: &B, imgs: &B::Buf, batch: usize, rng: &mut Rng, hp: &StepConfig) -> f64;
+    /// The model's tensors under their official names (what the model file holds).
+    fn weights(&self, be: &B) -> TensorFile;
+    /// Optimiser state: tensors (named `opt.m.*`, `opt.v.*`) and Adam's step count.
+    fn optimizer(&self, be: &B) -> (TensorFile, u32);
+    /// The model config as JSON (the `config` metadata).
+    fn config_json(&self) -> String;
+    /// `(img_size, in_chans)` the model takes.
+    fn input(&self) -> (usize, usize);
+}
+
+/// The checkpoint written next to the model: `m.safetensors` → `m.ckpt.safetensors`.
+pub fn checkpoint_path(out: &Path) -> PathBuf {
+    let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into());
+    let stem = name.strip_suffix(".safetensors").unwrap_or(&name);
+    out.with_file_name(format!("{stem}.ckpt.safetensors"))
+}
+
+/// Write through a temporary file and a rename, so a crash never leaves half a file.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_file_name(format!(
+        ".{}.tmp",
+        path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+    ));
+    {
+        let mut f = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
+}
+
+/// A run ready to go: its settings, where it starts and what it resumes from.
+struct Run {
+    args: Args,
+    schedule: Schedule,
+    data: Dataset,
+    /// The checkpoint to resume from, with its step, rng state and elapsed seconds.
+    resume: Option<(TensorFile, usize, [u64; 4], f64)>,
+    mae: Option<patchwork_compute::methods::mae::MaeConfig>,
+    norm: Normalize,
+}
+
+fn meta<'a>(file: &'a TensorFile, key: &str) -> Result<&'a str> {
+    file.metadata.get(key).map(|s| s.as_str()).with_context(|| format!("the checkpoint has no `{key}` metadata"))
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let summary = train(args)?;
+    eprintln!("{summary}");
+    Ok(())
+}
+
+/// Train as `args` say; returns a one-line summary.
+pub fn train(args: Args) -> Result<String> {
+    let (schedule, resume) = match &args.resume {
+        None => (Schedule::from_args(&args)?, None),
+        Some(path) => {
+            let file = TensorFile::load(path).with_context(|| format!("loading checkpoint {}", path.display()))?;
+            if file.metadata.get("format").map(|s| s.as_str()) != Some(CHECKPOINT_FORMAT) {
+                bail!("{} is not a patchwork training checkpoint (format {CHECKPOINT_FORMAT})", path.display());
+            }
+            let schedule: Schedule = serde_json::from_str(meta(&file, "schedule")?)?;
+            schedule.check_flags(&args)?;
+            let step: usize = meta(&file, "step")?.parse()?;
+            let rng: [u64; 4] = serde_json::from_str(meta(&file, "rng")?)?;
+            let elapsed: f64 = meta(&file, "elapsed_s")?.parse()?;
+            (schedule, Some((file, step, rng, elapsed)))
+        }
+    };
+    if let Some(stop) = args.stop_at {
+        if stop == 0 || stop > schedule.steps {
+            bail!("--stop-at {stop} must be in 1..={}", schedule.steps);
+        }
+    }
+    for path in [Some(&args.out), args.log.as_ref()].into_iter().flatten() {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+    }
+    let spec = DataSpec::parse(&schedule.data);
+    let mae = match schedule.method {
+        Method::Mae => Some(match &resume {
+            Some((file, ..)) => patchwork_compute::methods::mae::MaeConfig::from_json(meta(file, "config")?)?,
+            None => args.mae.config(&spec, schedule.in_chans)?,
+        }),
+    };
+    let img_size = mae.as_ref().map(|c| c.img_size).unwrap_or(28);
+    let data = spec.load_train(schedule.in_chans, img_size)?;
+    if data.channels != schedule.in_chans {
+        bail!("{} has {} channel(s); the model takes {}", data.name, data.channels, schedule.in_chans);
+    }
+    let norm = data.norm.clone();
+    let backend = args.backend;
+    with_backend(backend, Run { args, schedule, data, resume, mae, norm })?
+}
+
+impl OnBackend for Run {
+    type Output = Result<String>;
+    fn run<B: Probe>(self, be: &B) -> Result<String> {
+        match self.schedule.method {
+            Method::Mae => {
+                let cfg = self.mae.clone().expect("an MAE run has an MAE config");
+                let mut trainer = match &self.resume {
+                    Some((file, ..)) => mae::MaeTrainer::from_checkpoint(be, cfg, file)?,
+                    None => mae::MaeTrainer::new(be, cfg, self.schedule.seed),
+                };
+                train_loop(be, &mut trainer, self)
+            }
+        }
+    }
+}
+
+fn train_loop<B: Probe>(be: &B, trainer: &mut dyn Trainer<B>, run: Run) -> Result<String> {
+    let Run { args, schedule: s, data, resume, norm, .. } = run;
+    let (size, chans) = trainer.input();
+    let lrs = warmup_cosine(s.lr, s.min_lr, s.steps, s.warmup_steps);
+    let (start, mut rng, elapsed_before) = match &resume {
+        Some((_, step, state, elapsed)) => (*step, Rng::from_state(*state), *elapsed),
+        // the weights take `seed`; data order, crops and masks a stream of their own
+        None => (0, Rng::new(s.seed.wrapping_add(1)), 0.0),
+    };
+    drop(resume);
+    let end = args.stop_at.unwrap_or(s.steps);
+    if start >= end {
+        bail!("the checkpoint is at step {start}; nothing to do up to step {end}");
+    }
+    let ckpt = checkpoint_path(&args.out);
+    let mut log = match &args.log {
+        Some(p) => Some(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(start > 0)
+                .write(true)
+                .truncate(start == 0)
+                .open(p)
+                .with_context(|| format!("opening log {}", p.display()))?,
+        ),
+        None => None,
+    };
+    let mut sampler = Sampler::new(s.seed, data.len());
+    let xbuf = be.alloc(s.batch * chans * size * size);
+    let mut progress = Progress::new(start as u64, s.steps as u64, args.quiet);
+    progress.println(&format!(
+        "{} on {} ({} images{}, batch {}), {} backend, steps {}..{} of {}",
+        s.method.name(),
+        data.name,
+        data.len(),
+        match &data.labels {
+            Some(l) => format!(" in {} classes", data.classes.len().max(l.iter().max().map_or(0, |m| *m as usize + 1))),
+            None => String::new(),
+        },
+        s.batch,
+        be.name(),
+        start,
+        end,
+        s.steps
+    ));
+    let t0 = Instant::now();
+    let mut last_ckpt: Option<usize> = (start > 0).then_some(start);
+    let mut ips_avg = 0.0;
+    let mut loss = f64::NAN;
+    let save_checkpoint = |trainer: &dyn Trainer<B>, step: usize, rng: &Rng, elapsed: f64| -> Result<()> {
+        let mut file = trainer.weights(be);
+        let (opt, adam_step) = trainer.optimizer(be);
+        file.tensors.extend(opt.tensors);
+        file.metadata = [
+            ("format", CHECKPOINT_FORMAT.to_string()),
+            ("method", s.method.name().to_string()),
+            ("config", trainer.config_json()),
+            ("schedule", serde_json::to_string(&s)?),
+            ("normalize", serde_json::to_string(&norm)?),
+            ("step", step.to_string()),
+            ("adam_step", adam_step.to_string()),
+            ("rng", serde_json::to_string(&rng.state())?),
+            ("elapsed_s", elapsed.to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        write_atomic(&ckpt, &file.to_bytes())
+    };
+    for (step, &lr) in lrs.iter().enumerate().take(end).skip(start) {
+        let t = Instant::now();
+        let x = data.batch(&sampler.indices(step, s.batch), size, &mut rng);
+        be.write(&xbuf, &x);
+        loss = trainer.step(be, &xbuf, s.batch, &mut rng, &s.step_config(lr));
+        if !loss.is_finite() {
+            progress.finish();
+            let kept = match last_ckpt {
+                Some(k) => format!("the last checkpoint (step {k}) is kept at {}", ckpt.display()),
+                None => "no checkpoint was written yet".into(),
+            };
+            bail!(
+                "the loss is {loss} at step {} (lr {lr:e}); training stopped, {kept}. \
+                 Try a lower --lr or --clip 1.0.",
+                step + 1
+            );
+        }
+        let ips = s.batch as f64 / t.elapsed().as_secs_f64();
+        ips_avg = if step == start { ips } else { 0.95 * ips_avg + 0.05 * ips };
+        if let Some(f) = log.as_mut() {
+            let line = json!({ "step": step + 1, "loss": loss, "lr": lr, "images_per_s": ips,
+                "elapsed_s": elapsed_before + t0.elapsed().as_secs_f64() });
+            writeln!(f, "{line}")?;
+        }
+        progress.update((step + 1) as u64, &format!("loss {loss:.4} lr {lr:.2e} {ips_avg:.0} img/s"));
+        let done = step + 1;
+        if done.is_multiple_of(args.checkpoint_every.max(1)) || done == end {
+            save_checkpoint(trainer, done, &rng, elapsed_before + t0.elapsed().as_secs_f64())?;
+            last_ckpt = Some(done);
+        }
+    }
+    progress.finish();
+    let elapsed = elapsed_before + t0.elapsed().as_secs_f64();
+    if end < s.steps {
+        return Ok(format!(
+            "stopped at step {end} of {} (loss {loss:.4}); resume with --resume {}",
+            s.steps,
+            ckpt.display()
+        ));
+    }
+    let mut model = trainer.weights(be);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let train_meta = json!({
+        "command": std::env::args().collect::<Vec<_>>(),
+        "schedule": s,
+        "backend": be.name(),
+        "final_loss": loss,
+        "wall_time_s": elapsed,
+        "finished_unix": now,
+        "resumed": start > 0,
+    });
+    model.metadata = [
+        ("format", MODEL_FORMAT.to_string()),
+        ("method", s.method.name().to_string()),
+        ("config", trainer.config_json()),
+        ("normalize", serde_json::to_string(&norm)?),
+        ("train", train_meta.to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    write_atomic(&args.out, &model.to_bytes())?;
+    Ok(format!(
+        "trained {} steps in {:.0} s (final loss {loss:.4}); model {}, checkpoint {}",
+        s.steps,
+        elapsed,
+        args.out.display(),
+        ckpt.display()
+    ))
+}
+
+/// Read a host tensor file's f32 tensor by name.
+pub fn tensor_f32<'a>(file: &'a TensorFile, name: &str) -> Result<&'a [f32]> {
+    file.tensors
+        .get(name)
+        .and_then(Tensor::as_f32)
+        .with_context(|| format!("the checkpoint has no f32 tensor `{name}`"))
+}
+
+/// Download a parameter set as a host file (native: the CPU backend's futures are ready at
+/// once, the GPU's resolve on poll).
+pub fn download<B: Backend>(be: &B, p: &patchwork_compute::Params<B>, prefix: &str) -> TensorFile {
+    block_on(p.download(be, prefix))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    /// A micro MAE on a tiny idx data set: 16 patches of 7×7, width 16, one block each.
+    fn micro(dir: &Path, extra: &[&str]) -> Args {
+        let data = dir.join("data");
+        if !data.exists() {
+            std::fs::create_dir(&data).unwrap();
+            crate::data::tests_support::write_idx(&data, "train", 12);
+        }
+        let mut argv: Vec<String> = [
+            "t",
+            "--method",
+            "mae",
+            "--data",
+            data.to_str().unwrap(),
+            "--batch",
+            "4",
+            "--patch-size",
+            "7",
+            "--embed-dim",
+            "16",
+            "--depth",
+            "1",
+            "--heads",
+            "2",
+            "--decoder-dim",
+            "16",
+            "--decoder-depth",
+            "1",
+            "--decoder-heads",
+            "2",
+            "--backend",
+            "cpu",
+            "--quiet",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        argv.extend(extra.iter().map(|s| s.to_string()));
+        Cli::try_parse_from(argv).unwrap().args
+    }
+
+    fn losses(log: &Path) -> Vec<f64> {
+        std::fs::read_to_string(log)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"].as_f64().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn resumed_training_is_bit_identical_to_an_uninterrupted_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = |n: &str| dir.path().join(n).to_str().unwrap().to_string();
+        let whole = micro(dir.path(), &["--steps", "4", "--out", &p("a.safetensors"), "--log", &p("a.jsonl")]);
+        train(whole).unwrap();
+        let first = micro(
+            dir.path(),
+            &["--steps", "4", "--stop-at", "2", "--out", &p("b.safetensors"), "--log", &p("b.jsonl")],
+        );
+        train(first).unwrap();
+        assert!(!dir.path().join("b.safetensors").exists(), "no model file before the run ends");
+        let ckpt = p("b.ckpt.safetensors");
+        let argv = [
+            "t",
+            "--resume",
+            &ckpt,
+            "--out",
+            &p("b.safetensors"),
+            "--log",
+            &p("b.jsonl"),
+            "--backend",
+            "cpu",
+            "--quiet",
+        ];
+        let rest = Cli::try_parse_from(argv).unwrap().args;
+        train(rest).unwrap();
+        let (la, lb) = (losses(&dir.path().join("a.jsonl")), losses(&dir.path().join("b.jsonl")));
+        assert_eq!(la.len(), 4);
+        assert_eq!(la, lb, "losses of the whole run vs the resumed one");
+        for (name, other) in [("a.safetensors", "b.safetensors"), ("a.ckpt.safetensors", "b.ckpt.safetensors")] {
+            let a = TensorFile::load(&dir.path().join(name)).unwrap();
+            let b = TensorFile::load(&dir.path().join(other)).unwrap();
+            assert_eq!(a.tensors.keys().collect::<Vec<_>>(), b.tensors.keys().collect::<Vec<_>>());
+            for (k, ta) in &a.tensors {
+                let (va, vb) = (ta.as_f32().unwrap(), b.tensors[k].as_f32().unwrap());
+                let first = va.iter().zip(vb).position(|(x, y)| x.to_bits() != y.to_bits());
+                assert!(
+                    first.is_none(),
+                    "{name} {k}[{}]: {} vs {}",
+                    first.unwrap(),
+                    va[first.unwrap()],
+                    vb[first.unwrap()]
+                );
+            }
+        }
+        let model = TensorFile::load(&dir.path().join("a.safetensors")).unwrap();
+        assert_eq!(model.metadata["format"], MODEL_FORMAT);
+        assert_eq!(model.metadata["method"], "mae");
+        assert!(
+            model.tensors.contains_key("decoder_pos_embed") && model.tensors.contains_key("blocks.0.attn.qkv.weight")
+        );
+        assert!(!model.tensors.keys().any(|k| k.starts_with("opt.")));
+        let train: serde_json::Value = serde_json::from_str(&model.metadata["train"]).unwrap();
+        assert_eq!(train["schedule"]["steps"], 4);
+    }
+
+    #[test]
+    fn resume_refuses_a_changed_schedule() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("m.safetensors");
+        train(micro(dir.path(), &["--steps", "3", "--stop-at", "1", "--out", out.to_str().unwrap()])).unwrap();
+        let mut again = micro(dir.path(), &["--steps", "5", "--out", out.to_str().unwrap()]);
+        again.resume = Some(checkpoint_path(&out));
+        let e = train(again).unwrap_err().to_string();
+        assert!(e.contains("--steps 5 (checkpoint: 3)"), "{e}");
+    }
+
+    #[test]
+    fn a_diverging_run_stops_with_a_message_and_keeps_its_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("m.safetensors");
+        let args = micro(
+            dir.path(),
+            &[
+                "--steps",
+                "20",
+                "--lr",
+                "1e30",
+                "--warmup-steps",
+                "0",
+                "--checkpoint-every",
+                "1",
+                "--out",
+                out.to_str().unwrap(),
+            ],
+        );
+        let e = train(args).unwrap_err().to_string();
+        assert!(e.contains("training stopped") && e.contains("the last checkpoint (step"), "{e}");
+        assert!(!out.exists(), "no model from a diverged run");
+        let ckpt = TensorFile::load(&checkpoint_path(&out)).unwrap();
+        assert_eq!(ckpt.metadata["format"], CHECKPOINT_FORMAT);
+        let step: usize = ckpt.metadata["step"].parse().unwrap();
+        assert!(e.contains(&format!("(step {step})")), "{e}");
+    }
+
+    #[test]
+    fn checkpoint_sits_next_to_the_model() {
+        assert_eq!(checkpoint_path(Path::new("out/m.safetensors")), Path::new("out/m.ckpt.safetensors"));
+        assert_eq!(checkpoint_path(Path::new("m.bin")), Path::new("m.bin.ckpt.safetensors"));
+    }
+}
