@@ -1,6 +1,6 @@
 //! `patchwork bench [--json]`: matmul GFLOP/s at ViT shapes, a ViT training step
-//! (forward, backward, AdamW) and an MAE training step on the CPU backend and the native
-//! GPU adapter, with the
+//! (forward, backward, AdamW), an MAE training step and a Swin training step on the CPU
+//! backend and the native GPU adapter, with the
 //! step's efficiency = its matmul FLOPs ÷ (step time × the best matmul rate of the run).
 //! A benchmark, not a test: quote medians, compare ratios from the same run.
 use std::time::Instant;
@@ -10,7 +10,8 @@ use patchwork_compute::methods::mae::{Mae, MaeConfig, Masking};
 use patchwork_compute::methods::supervised::Supervised;
 use patchwork_compute::optim::{AdamWState, StepConfig};
 use patchwork_compute::rng::Rng;
-use patchwork_compute::{block_on, Cpu, Matmul, Strides, Vit, VitConfig};
+use patchwork_compute::swin::WindowSize;
+use patchwork_compute::{block_on, Cpu, Matmul, Strides, Swin, SwinConfig, Vit, VitConfig};
 use serde_json::{json, Value};
 
 use crate::backend::{gpu, Probe};
@@ -186,7 +187,8 @@ fn bench_backend<B: Probe>(be: &B, args: &Args, log: &dyn Fn(&str)) -> Value {
         step_json["gpu_bytes_held"] = json!(bytes);
     }
     let mae_json = bench_mae(be, args, best, log);
-    json!({ "backend": be.name(), "matmul": matmuls, "train_step": step_json, "mae_step": mae_json })
+    let swin_json = bench_swin(be, args, best, log);
+    json!({ "backend": be.name(), "matmul": matmuls, "train_step": step_json, "mae_step": mae_json, "swin_step": swin_json })
 }
 
 /// The MAE step: the same encoder, decoder 128 wide × 2 (4 heads), mask ratio 0.75.
@@ -255,6 +257,84 @@ fn bench_mae<B: Probe>(be: &B, args: &Args, best: f64, log: &dyn Fn(&str)) -> Va
     if let Some((dispatches, submits, bytes)) = counters {
         log(&format!(
             "  per MAE step: {dispatches} dispatches, {submits} submit(s); GPU memory held {:.1} MiB",
+            bytes as f64 / 1048576.0
+        ));
+        out["dispatches_per_step"] = json!(dispatches);
+        out["submits_per_step"] = json!(submits);
+        out["gpu_bytes_held"] = json!(bytes);
+    }
+    out
+}
+
+/// The Swin step: a Swin-T-like model at img 32 (patch 2, window 4, embed 48, depths
+/// 2-2-6-2, heads 3-6-12-24; the last stage's 2x2 map clamps its window), supervised with
+/// cross-entropy, gradient clipping and AdamW as the ViT step.
+fn bench_swin<B: Probe>(be: &B, args: &Args, best: f64, log: &dyn Fn(&str)) -> Value {
+    let cfg = SwinConfig {
+        img_size: [32, 32],
+        patch_size: 2,
+        in_chans: 3,
+        embed_dim: 48,
+        depths: if args.quick { vec![2, 2] } else { vec![2, 2, 6, 2] },
+        num_heads: if args.quick { vec![3, 6] } else { vec![3, 6, 12, 24] },
+        window_size: WindowSize::One(4),
+        num_classes: 10,
+        ..SwinConfig::default()
+    };
+    let batch = if args.quick { 8 } else { args.batch };
+    let model = Swin::init(be, cfg.clone(), 0);
+    let grads = model.params.zeros_like(be);
+    let mut opt = AdamWState::new(be, &model.params);
+    let mut rng = Rng::new(11);
+    let x: Vec<f32> = (0..batch * 3 * 32 * 32).map(|_| rng.normal()).collect();
+    let labels: Vec<u32> = (0..batch).map(|i| (i % 10) as u32).collect();
+    let (xb, lb) = (be.upload(&x), be.upload_u32(&labels));
+    let dloss = be.upload(&vec![1.0 / batch as f32; batch]);
+    let step_cfg = StepConfig { lr: 1e-4, clip: Some(1.0), ..StepConfig::default() };
+    let mut step = || {
+        let t = Instant::now();
+        let before = be.counters();
+        grads.fill(be, 0.0);
+        let fwd = model.forward(be, &xb, batch);
+        let logits = fwd.logits.as_ref().expect("the benchmark model has a head");
+        let (losses, probs, dlogits) = (be.alloc(batch), be.alloc(batch * 10), be.alloc(batch * 10));
+        be.cross_entropy_forward(logits, &lb, &losses, &probs, batch, 10);
+        be.cross_entropy_backward(&dloss, &probs, &lb, &dlogits, batch, 10);
+        model.backward(be, &fwd, Some(&dlogits), None, None, &grads, None);
+        opt.update(be, &model.params, &grads, &step_cfg);
+        let loss = block_on(be.read(&losses));
+        assert!(loss.iter().all(|l| l.is_finite()), "non-finite loss in the Swin benchmark step");
+        let after = be.counters();
+        (t.elapsed().as_secs_f64(), before.zip(after).map(|(b, a)| (a.0 - b.0, a.1 - b.1, a.2)))
+    };
+    step();
+    let mut times = Vec::new();
+    let mut counters = None;
+    for _ in 0..args.steps.max(1) {
+        let (dt, c) = step();
+        times.push(dt);
+        counters = c;
+    }
+    let ms = median(times.clone()) * 1e3;
+    let flops = cfg.train_step_matmul_flops(batch);
+    let efficiency = flops / (ms / 1e3 * best * 1e9);
+    log(&format!(
+        "  Swin step (embed 48, depths {:?}, img32 p2 w4, batch {batch}): {ms:.1} ms median, {:.1} img/s, {:.1} GFLOP matmul, efficiency {efficiency:.2}",
+        cfg.depths,
+        batch as f64 / (ms / 1e3),
+        flops / 1e9
+    ));
+    let mut out = json!({
+        "model": { "img_size": 32, "patch_size": 2, "window_size": 4, "embed_dim": 48, "depths": cfg.depths, "num_heads": cfg.num_heads, "batch": batch },
+        "ms_per_step_median": ms,
+        "ms_per_step_all": times.iter().map(|t| t * 1e3).collect::<Vec<_>>(),
+        "images_per_s": batch as f64 / (ms / 1e3),
+        "matmul_gflop_per_step": flops / 1e9,
+        "efficiency": efficiency,
+    });
+    if let Some((dispatches, submits, bytes)) = counters {
+        log(&format!(
+            "  per Swin step: {dispatches} dispatches, {submits} submit(s); GPU memory held {:.1} MiB",
             bytes as f64 / 1048576.0
         ));
         out["dispatches_per_step"] = json!(dispatches);

@@ -4,6 +4,7 @@
 // Reference code indexes like the math it transcribes (llm.c style), and ops take their
 // sizes as plain arguments.
 #![allow(clippy::needless_range_loop, clippy::too_many_arguments)]
+pub mod backbone;
 pub mod backend;
 pub mod cpu;
 pub mod fixture;
@@ -19,6 +20,7 @@ pub mod transformer;
 pub mod vit;
 pub mod weights;
 
+pub use backbone::{AttentionMap, Backbone};
 pub use backend::{AdamW, Backend, Matmul, PatchOrder, Strides, NO_ROW};
 pub use cpu::Cpu;
 pub use gpu::{Gpu, GpuBuf, GpuError, GpuStats};
