@@ -162,10 +162,8 @@ mod tests {
         assert!(bad.config(&DataSpec::FashionMnist, 1).unwrap_err().to_string().contains("multiple of 4"));
     }
 
-    #[test]
-    fn checkpoint_round_trip_restores_weights_and_moments() {
-        let be = Cpu;
-        let cfg = MaeArgs {
+    fn micro() -> MaeConfig {
+        let a = MaeArgs {
             embed_dim: Some(16),
             depth: Some(1),
             heads: Some(2),
@@ -174,9 +172,44 @@ mod tests {
             decoder_heads: Some(2),
             patch_size: Some(7),
             ..MaeArgs::default()
+        };
+        a.config(&DataSpec::FashionMnist, 1).unwrap()
+    }
+
+    /// Three steps from the same seed, inputs and masks on the CPU and the GPU adapter:
+    /// losses within 1e-4 relative; weights within 1e-3 absolute, a third of the steps'
+    /// reach: the key bias has a zero gradient up to rounding, which Adam scales to ±lr,
+    /// so rounding differences in f32 sums move it by up to lr per step on either side.
+    #[test]
+    fn mae_training_steps_agree_on_cpu_and_gpu() {
+        let Some(gpu) = patchwork_compute::gpu::test_gpu() else { return };
+        let mut rng = Rng::new(5);
+        let x: Vec<f32> = (0..4 * 28 * 28).map(|_| rng.normal()).collect();
+        let hp = StepConfig { lr: 1e-3, ..StepConfig::default() };
+        let (mut cpu, mut dev) = (MaeTrainer::new(&Cpu, micro(), 3), MaeTrainer::new(&gpu, micro(), 3));
+        let (xc, xg) = (Cpu.upload(&x), gpu.upload(&x));
+        let (mut rc, mut rg) = (Rng::new(9), Rng::new(9));
+        for step in 0..3 {
+            let (lc, lg) = (cpu.step(&Cpu, &xc, 4, &mut rc, &hp), dev.step(&gpu, &xg, 4, &mut rg, &hp));
+            assert!((lc - lg).abs() <= 1e-4 * lc.abs(), "step {step}: loss {lc} on the CPU, {lg} on the GPU");
         }
-        .config(&DataSpec::FashionMnist, 1)
-        .unwrap();
+        let (wc, wg) = (cpu.weights(&Cpu), dev.weights(&gpu));
+        for (name, t) in &wc.tensors {
+            let (a, b) = (t.as_f32().unwrap(), wg.tensors[name].as_f32().unwrap());
+            let worst = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+            assert!(
+                worst <= 1e-3,
+                "{name}: largest difference {worst} (first values {:?} vs {:?})",
+                &a[..3.min(a.len())],
+                &b[..3.min(b.len())]
+            );
+        }
+    }
+
+    #[test]
+    fn checkpoint_round_trip_restores_weights_and_moments() {
+        let be = Cpu;
+        let cfg = micro();
         let mut t = MaeTrainer::new(&be, cfg.clone(), 3);
         let x = be.upload(&vec![0.5; 2 * 28 * 28]);
         t.step(&be, &x, 2, &mut Rng::new(1), &StepConfig { lr: 1e-3, ..StepConfig::default() });
