@@ -1,5 +1,4 @@
-use leptos::prelude::*;
-
 fn main() {
-    mount_to_body(|| view! { <h1>"Patchwork"</h1> });
+    console_error_panic_hook::set_once();
+    leptos::mount::mount_to_body(patchwork_app::App);
 }
