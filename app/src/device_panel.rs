@@ -27,7 +27,13 @@ pub fn DevicePanel(report: Report) -> impl IntoView {
 
 #[component]
 fn Adapter(info: GpuInfo) -> impl IntoView {
-    let name = if info.name.is_empty() { "unnamed adapter".to_string() } else { info.name };
+    let vendor = [info.vendor.as_str(), info.architecture.as_str()].join(" ").trim().to_string();
+    let name = match (info.name.is_empty(), vendor.is_empty()) {
+        (false, false) => format!("{} ({vendor})", info.name),
+        (false, true) => info.name,
+        (true, false) => vendor,
+        (true, true) => "unnamed adapter".to_string(),
+    };
     let fallback = info.fallback.then(|| {
         view! {
             <p class="note" data-testid="device-fallback">

@@ -19,6 +19,10 @@ pub enum Device {
 pub struct GpuInfo {
     /// `GPUAdapterInfo.description`; browsers may leave it empty.
     pub name: String,
+    /// `GPUAdapterInfo.vendor` and `.architecture` (e.g. "google", "swiftshader"); empty
+    /// where the browser keeps them back.
+    pub vendor: String,
+    pub architecture: String,
     pub backend: String,
     /// A software adapter such as Chromium's SwiftShader. Work defaults to the CPU backend
     /// there, since it is slower than plain Rust on the same cores.
@@ -84,7 +88,8 @@ pub async fn probe() -> Report {
         Ok(gpu) => gpu,
         Err(reason) => return Report { device: Device::Cpu { reason }, kernel: None },
     };
-    let info = describe(&adapter);
+    let mut info = describe(&adapter);
+    (info.vendor, info.architecture) = vendor_and_architecture().await;
     let kernel = self_check(&device, &queue).await;
     Report { device: Device::Gpu(info), kernel: Some(kernel) }
 }
@@ -108,6 +113,8 @@ pub fn describe(adapter: &wgpu::Adapter) -> GpuInfo {
     let l = adapter.limits();
     GpuInfo {
         name: info.name,
+        vendor: String::new(),
+        architecture: String::new(),
         backend: info.backend.to_string(),
         fallback: info.device_type == wgpu::DeviceType::Cpu,
         limits: vec![
@@ -121,6 +128,30 @@ pub fn describe(adapter: &wgpu::Adapter) -> GpuInfo {
         ],
         features: adapter.features().iter_names().map(|(name, _)| name.to_lowercase().replace('_', "-")).collect(),
     }
+}
+
+/// wgpu passes on only the description of `GPUAdapterInfo`; vendor and architecture come
+/// from asking the browser directly.
+#[cfg(target_arch = "wasm32")]
+async fn vendor_and_architecture() -> (String, String) {
+    use js_sys::{Function, Promise, Reflect};
+    use wasm_bindgen::{JsCast, JsValue};
+
+    async fn ask() -> Option<JsValue> {
+        let gpu = Reflect::get(&web_sys::window()?.navigator(), &"gpu".into()).ok().filter(|g| g.is_object())?;
+        let request: Function = Reflect::get(&gpu, &"requestAdapter".into()).ok()?.dyn_into().ok()?;
+        let promise: Promise = request.call0(&gpu).ok()?.dyn_into().ok()?;
+        let adapter = wasm_bindgen_futures::JsFuture::from(promise).await.ok().filter(|a| a.is_object())?;
+        Reflect::get(&adapter, &"info".into()).ok().filter(|i| i.is_object())
+    }
+    let Some(info) = ask().await else { return Default::default() };
+    let field = |k: &str| Reflect::get(&info, &k.into()).ok().and_then(|v| v.as_string()).unwrap_or_default();
+    (field("vendor"), field("architecture"))
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+async fn vendor_and_architecture() -> (String, String) {
+    Default::default()
 }
 
 /// Run `y = 2x + 1` on `n = 100` values with workgroups of 64 (so the last one is partial)

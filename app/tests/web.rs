@@ -55,6 +55,8 @@ fn device_panel_shows_adapter_limits_and_kernel_result() {
     let report = Report {
         device: Device::Gpu(GpuInfo {
             name: "Test Adapter".into(),
+            vendor: "acme".into(),
+            architecture: "rdna9".into(),
             backend: "webgpu".into(),
             fallback: true,
             limits: vec![probe::Limit { name: "maxBufferSize", value: 256 << 20, bytes: true }],
@@ -69,7 +71,7 @@ fn device_panel_shows_adapter_limits_and_kernel_result() {
         })),
     };
     let host = mount(move || view! { <DevicePanel report /> });
-    assert_eq!(testid(&host, "adapter-name"), "Test Adapter");
+    assert_eq!(testid(&host, "adapter-name"), "Test Adapter (acme rdna9)");
     assert!(testid(&host, "device-summary").contains("webgpu"));
     assert!(testid(&host, "device-fallback").contains("CPU backend"));
     assert!(testid(&host, "device-limits").contains("maxBufferSize256 MiB (268435456)"));
