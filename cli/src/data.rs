@@ -318,7 +318,10 @@ pub fn decode(path: &Path) -> Result<DynamicImage> {
         .with_guessed_format()
         .with_context(|| format!("cannot read {}", path.display()))?;
     if reader.format().is_none() {
-        bail!("{} is not an image the decoder recognises (empty, or not PNG/JPEG/GIF/BMP/WebP/TIFF/…)", path.display());
+        bail!(
+            "{} is not an image the decoder recognises (PNG, JPEG, GIF, BMP, WebP, TIFF, PNM, TGA, ICO, QOI)",
+            path.display()
+        );
     }
     reader.decode().with_context(|| format!("{} is not a readable image", path.display()))
 }

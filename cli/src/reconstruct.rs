@@ -14,7 +14,7 @@ use patchwork_compute::rng::Rng;
 use patchwork_compute::{block_on, Backend, TensorFile};
 use serde_json::json;
 
-use crate::backend::{with_backend, BackendChoice, OnBackend, Probe};
+use crate::backend::{BackendChoice, OnBackend, Probe};
 use crate::data::{self, Normalize};
 
 #[derive(clap::Args, Clone, Debug)]
@@ -333,7 +333,7 @@ pub fn evaluate(args: Args) -> Result<serde_json::Value> {
         (None, None) => bail!("give --image or --eval-dataset"),
     };
     let backend = args.backend;
-    let mut report = with_backend(backend, Task { args, model, x, n })??;
+    let mut report = crate::train::with_compute_backend(backend, Task { args, model, x, n })??;
     report["source"] = json!(source);
     Ok(report)
 }

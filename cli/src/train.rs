@@ -289,7 +289,26 @@ pub fn train(args: Args) -> Result<String> {
     }
     let norm = data.norm.clone();
     let backend = args.backend;
-    with_backend(backend, Run { args, schedule, data, resume, mae, norm })?
+    with_compute_backend(backend, Run { args, schedule, data, resume, mae, norm })?
+}
+
+/// [`with_backend`], except that `auto` passes over a software GPU adapter (lavapipe,
+/// llvmpipe, …): the CPU backend trains far faster than WGSL emulated on the CPU.
+pub fn with_compute_backend<T: OnBackend>(choice: BackendChoice, task: T) -> Result<T::Output> {
+    if choice != BackendChoice::Auto {
+        return with_backend(choice, task);
+    }
+    match crate::backend::gpu() {
+        Ok(g) if !g.is_software() => Ok(task.run(&g)),
+        Ok(g) => {
+            eprintln!("the GPU adapter is a software one ({}); running on the CPU backend", g.adapter_summary());
+            Ok(task.run(&patchwork_compute::Cpu))
+        }
+        Err(e) => {
+            eprintln!("{e}; running on the CPU backend");
+            Ok(task.run(&patchwork_compute::Cpu))
+        }
+    }
 }
 
 impl OnBackend for Run {
