@@ -373,7 +373,7 @@ fn train_loop<B: Probe>(be: &B, trainer: &mut dyn Trainer<B>, run: Run) -> Resul
         s.steps
     ));
     let t0 = Instant::now();
-    let mut last_ckpt: Option<usize> = (start > 0).then_some(start);
+    let mut last_ckpt: Option<(usize, PathBuf)> = args.resume.clone().map(|p| (start, p));
     let mut ips_avg = 0.0;
     let mut loss = f64::NAN;
     let save_checkpoint = |trainer: &dyn Trainer<B>, step: usize, rng: &Rng, elapsed: f64| -> Result<()> {
@@ -404,7 +404,7 @@ fn train_loop<B: Probe>(be: &B, trainer: &mut dyn Trainer<B>, run: Run) -> Resul
         if !loss.is_finite() {
             progress.finish();
             let kept = match last_ckpt {
-                Some(k) => format!("the last checkpoint (step {k}) is kept at {}", ckpt.display()),
+                Some((k, path)) => format!("the last checkpoint (step {k}) is kept at {}", path.display()),
                 None => "no checkpoint was written yet".into(),
             };
             bail!(
@@ -424,7 +424,7 @@ fn train_loop<B: Probe>(be: &B, trainer: &mut dyn Trainer<B>, run: Run) -> Resul
         let done = step + 1;
         if done.is_multiple_of(args.checkpoint_every.max(1)) || done == end {
             save_checkpoint(trainer, done, &rng, elapsed_before + t0.elapsed().as_secs_f64())?;
-            last_ckpt = Some(done);
+            last_ckpt = Some((done, ckpt.clone()));
         }
     }
     progress.finish();
