@@ -120,6 +120,67 @@ fn time_matmul<B: Probe>(be: &B, p: &Matmul) -> f64 {
     median(trials)
 }
 
+/// Time `step` (which records one training step and reads its loss back, so on the GPU
+/// it is one submit): one warm-up, then `args.steps` timed runs. Reports the median, the
+/// device counters of the last step, and the efficiency against `best` GFLOP/s.
+#[allow(clippy::too_many_arguments)]
+fn time_steps<B: Probe>(
+    be: &B,
+    args: &Args,
+    what: &str,
+    batch: usize,
+    flops: f64,
+    best: f64,
+    log: &dyn Fn(&str),
+    mut step: impl FnMut() -> f64,
+) -> Value {
+    let mut timed = || {
+        let t = Instant::now();
+        let before = be.counters();
+        let loss = step();
+        let after = be.counters();
+        assert!(loss.is_finite(), "non-finite loss in the {what} benchmark step");
+        (t.elapsed().as_secs_f64(), before.zip(after).map(|(b, a)| (a.0 - b.0, a.1 - b.1, a.2)))
+    };
+    timed(); // warm-up: pipelines compile, the pool fills
+    let (mut times, mut counters) = (Vec::new(), None);
+    for i in 0..args.steps.max(1) {
+        let (dt, c) = timed();
+        log(&format!("  {what} step {}/{}: {:.1} ms", i + 1, args.steps.max(1), dt * 1e3));
+        times.push(dt);
+        counters = c;
+    }
+    let ms = median(times.clone()) * 1e3;
+    let efficiency = flops / (ms / 1e3 * best * 1e9);
+    log(&format!(
+        "  {what}, batch {batch}: {ms:.1} ms median, {:.1} img/s, {:.1} GFLOP matmul, efficiency {efficiency:.2}",
+        batch as f64 / (ms / 1e3),
+        flops / 1e9
+    ));
+    let mut out = json!({
+        "ms_per_step_median": ms,
+        "ms_per_step_all": times.iter().map(|t| t * 1e3).collect::<Vec<_>>(),
+        "images_per_s": batch as f64 / (ms / 1e3),
+        "matmul_gflop_per_step": flops / 1e9,
+        "best_matmul_gflops": best,
+        "efficiency": efficiency,
+    });
+    if let Some((dispatches, submits, bytes)) = counters {
+        log(&format!(
+            "  per {what} step: {dispatches} dispatches, {submits} submit(s); GPU memory held {:.1} MiB",
+            bytes as f64 / 1048576.0
+        ));
+        out["dispatches_per_step"] = json!(dispatches);
+        out["submits_per_step"] = json!(submits);
+        out["gpu_bytes_held"] = json!(bytes);
+    }
+    out
+}
+
+fn mean_loss(losses: &[f32]) -> f64 {
+    losses.iter().map(|l| *l as f64).sum::<f64>() / losses.len() as f64
+}
+
 fn bench_backend<B: Probe>(be: &B, args: &Args, log: &dyn Fn(&str)) -> Value {
     let rows = 64 * 65;
     let mut matmuls = Vec::new();
@@ -130,65 +191,39 @@ fn bench_backend<B: Probe>(be: &B, args: &Args, log: &dyn Fn(&str)) -> Value {
         log(&format!("  matmul {name:<40} {g:>8.1} GFLOP/s"));
         matmuls.push(json!({ "name": name, "m": p.m, "n": p.n, "k": p.k, "batch": p.batch_count(), "gflops": g }));
     }
+    let vit = bench_vit(be, args, best, log);
+    let mae = bench_mae(be, args, best, log);
+    let swin = bench_swin(be, args, best, log);
+    json!({ "backend": be.name(), "matmul": matmuls, "train_step": vit, "mae_step": mae, "swin_step": swin })
+}
 
-    let cfg = step_config(args.quick);
-    let batch = if args.quick { 8 } else { args.batch };
+fn batch_of(args: &Args) -> usize {
+    if args.quick {
+        8
+    } else {
+        args.batch
+    }
+}
+
+fn random_images<B: Probe>(be: &B, batch: usize, seed: u64) -> B::Buf {
+    let mut rng = Rng::new(seed);
+    be.upload(&(0..batch * 3 * 32 * 32).map(|_| rng.normal()).collect::<Vec<f32>>())
+}
+
+/// The ViT step: img 32, patch 4, width 192, depth 12, 3 heads; cross-entropy, clipping
+/// at 1.0 and AdamW.
+fn bench_vit<B: Probe>(be: &B, args: &Args, best: f64, log: &dyn Fn(&str)) -> Value {
+    let (cfg, batch) = (step_config(args.quick), batch_of(args));
     let mut run = Supervised::new(be, Vit::init(be, cfg.clone(), 0));
-    let mut rng = Rng::new(7);
-    let x: Vec<f32> = (0..batch * 3 * 32 * 32).map(|_| rng.normal()).collect();
-    let labels: Vec<u32> = (0..batch).map(|i| (i % 10) as u32).collect();
-    let (xb, lb) = (be.upload(&x), be.upload_u32(&labels));
+    let xb = random_images(be, batch, 7);
+    let lb = be.upload_u32(&(0..batch).map(|i| (i % 10) as u32).collect::<Vec<_>>());
     let step_cfg = StepConfig { lr: 1e-4, clip: Some(1.0), ..StepConfig::default() };
-    let mut step = || {
-        let t = Instant::now();
-        let before = be.counters();
-        let losses = run.step(be, &xb, &lb, batch, &step_cfg);
-        let loss = block_on(be.read(&losses));
-        let after = be.counters();
-        let dt = t.elapsed().as_secs_f64();
-        assert!(loss.iter().all(|l| l.is_finite()), "non-finite loss in the benchmark step");
-        (dt, before.zip(after).map(|(b, a)| (a.0 - b.0, a.1 - b.1, a.2)))
-    };
-    step(); // warm-up: pipelines compile, the pool fills
-    let mut times = Vec::new();
-    let mut counters = None;
-    for i in 0..args.steps.max(1) {
-        let (dt, c) = step();
-        log(&format!("  step {}/{}: {:.1} ms", i + 1, args.steps.max(1), dt * 1e3));
-        times.push(dt);
-        counters = c;
-    }
-    let ms = median(times.clone()) * 1e3;
-    let flops = cfg.train_step_matmul_flops(batch);
-    let efficiency = flops / (ms / 1e3 * best * 1e9);
-    let mut step_json = json!({
-        "model": { "img_size": 32, "patch_size": 4, "embed_dim": 192, "depth": cfg.depth, "num_heads": 3, "batch": batch },
-        "ms_per_step_median": ms,
-        "ms_per_step_all": times.iter().map(|t| t * 1e3).collect::<Vec<_>>(),
-        "images_per_s": batch as f64 / (ms / 1e3),
-        "matmul_gflop_per_step": flops / 1e9,
-        "best_matmul_gflops": best,
-        "efficiency": efficiency,
+    let what = format!("ViT {}x{} img32 p4", cfg.embed_dim, cfg.depth);
+    let mut out = time_steps(be, args, &what, batch, cfg.train_step_matmul_flops(batch), best, log, || {
+        mean_loss(&block_on(be.read(&run.step(be, &xb, &lb, batch, &step_cfg))))
     });
-    log(&format!(
-        "  train step (ViT {}x{} img32 p4, batch {batch}): {ms:.1} ms median, {:.1} img/s, {:.1} GFLOP matmul, efficiency {efficiency:.2}",
-        cfg.embed_dim,
-        cfg.depth,
-        batch as f64 / (ms / 1e3),
-        flops / 1e9
-    ));
-    if let Some((dispatches, submits, bytes)) = counters {
-        log(&format!(
-            "  per step: {dispatches} dispatches, {submits} submit(s); GPU memory held {:.1} MiB",
-            bytes as f64 / 1048576.0
-        ));
-        step_json["dispatches_per_step"] = json!(dispatches);
-        step_json["submits_per_step"] = json!(submits);
-        step_json["gpu_bytes_held"] = json!(bytes);
-    }
-    let mae_json = bench_mae(be, args, best, log);
-    let swin_json = bench_swin(be, args, best, log);
-    json!({ "backend": be.name(), "matmul": matmuls, "train_step": step_json, "mae_step": mae_json, "swin_step": swin_json })
+    out["model"] = json!({ "img_size": 32, "patch_size": 4, "embed_dim": 192, "depth": cfg.depth, "num_heads": 3, "batch": batch });
+    out
 }
 
 /// The MAE step: the same encoder, decoder 128 wide × 2 (4 heads), mask ratio 0.75.
@@ -208,62 +243,22 @@ fn bench_mae<B: Probe>(be: &B, args: &Args, best: f64, log: &dyn Fn(&str)) -> Va
         mask_ratio: 0.75,
         norm_eps: 1e-6,
     };
-    let batch = if args.quick { 8 } else { args.batch };
+    let batch = batch_of(args);
     let model = Mae::init(be, cfg.clone(), 0);
     let grads = model.params.zeros_like(be);
     let mut opt = AdamWState::new(be, &model.params);
     let mut rng = Rng::new(9);
-    let x: Vec<f32> = (0..batch * 3 * 32 * 32).map(|_| rng.normal()).collect();
-    let xb = be.upload(&x);
+    let xb = random_images(be, batch, 9);
     let step_cfg = StepConfig { lr: 1e-4, beta2: 0.95, ..StepConfig::default() };
-    let mut step = || {
-        let t = Instant::now();
-        let before = be.counters();
+    let what = format!("MAE {}x{} img32 p4 dec 128x2 r0.75", cfg.embed_dim, cfg.depth);
+    time_steps(be, args, &what, batch, cfg.train_step_matmul_flops(batch), best, log, || {
         let masking = Masking::random(&mut rng, batch, cfg.patches(), cfg.keep());
         grads.fill(be, 0.0);
         let fwd = model.forward(be, &xb, masking);
         model.backward(be, &fwd, &grads);
         opt.update(be, &model.params, &grads, &step_cfg);
-        let losses = block_on(be.read(&fwd.losses));
-        let loss = Mae::<B>::loss(&fwd.masking, &losses);
-        assert!(loss.is_finite(), "non-finite loss in the MAE benchmark step");
-        let after = be.counters();
-        (t.elapsed().as_secs_f64(), before.zip(after).map(|(b, a)| (a.0 - b.0, a.1 - b.1, a.2)))
-    };
-    step();
-    let mut times = Vec::new();
-    let mut counters = None;
-    for _ in 0..args.steps.max(1) {
-        let (dt, c) = step();
-        times.push(dt);
-        counters = c;
-    }
-    let ms = median(times.clone()) * 1e3;
-    let flops = cfg.train_step_matmul_flops(batch);
-    let efficiency = flops / (ms / 1e3 * best * 1e9);
-    log(&format!(
-        "  MAE step (ViT {}x{} img32 p4, decoder 128x2, ratio 0.75, batch {batch}): {ms:.1} ms median, {:.1} img/s, efficiency {efficiency:.2}",
-        cfg.embed_dim,
-        cfg.depth,
-        batch as f64 / (ms / 1e3)
-    ));
-    let mut out = json!({
-        "ms_per_step_median": ms,
-        "ms_per_step_all": times.iter().map(|t| t * 1e3).collect::<Vec<_>>(),
-        "images_per_s": batch as f64 / (ms / 1e3),
-        "matmul_gflop_per_step": flops / 1e9,
-        "efficiency": efficiency,
-    });
-    if let Some((dispatches, submits, bytes)) = counters {
-        log(&format!(
-            "  per MAE step: {dispatches} dispatches, {submits} submit(s); GPU memory held {:.1} MiB",
-            bytes as f64 / 1048576.0
-        ));
-        out["dispatches_per_step"] = json!(dispatches);
-        out["submits_per_step"] = json!(submits);
-        out["gpu_bytes_held"] = json!(bytes);
-    }
-    out
+        Mae::<B>::loss(&fwd.masking, &block_on(be.read(&fwd.losses)))
+    })
 }
 
 /// The Swin step: a Swin-T-like model at img 32 (patch 2, window 4, embed 48, depths
@@ -281,19 +276,16 @@ fn bench_swin<B: Probe>(be: &B, args: &Args, best: f64, log: &dyn Fn(&str)) -> V
         num_classes: 10,
         ..SwinConfig::default()
     };
-    let batch = if args.quick { 8 } else { args.batch };
+    let batch = batch_of(args);
     let model = Swin::init(be, cfg.clone(), 0);
     let grads = model.params.zeros_like(be);
     let mut opt = AdamWState::new(be, &model.params);
-    let mut rng = Rng::new(11);
-    let x: Vec<f32> = (0..batch * 3 * 32 * 32).map(|_| rng.normal()).collect();
-    let labels: Vec<u32> = (0..batch).map(|i| (i % 10) as u32).collect();
-    let (xb, lb) = (be.upload(&x), be.upload_u32(&labels));
+    let xb = random_images(be, batch, 11);
+    let lb = be.upload_u32(&(0..batch).map(|i| (i % 10) as u32).collect::<Vec<_>>());
     let dloss = be.upload(&vec![1.0 / batch as f32; batch]);
     let step_cfg = StepConfig { lr: 1e-4, clip: Some(1.0), ..StepConfig::default() };
-    let mut step = || {
-        let t = Instant::now();
-        let before = be.counters();
+    let what = format!("Swin embed 48 depths {:?} img32 p2 w4", cfg.depths);
+    let mut out = time_steps(be, args, &what, batch, cfg.train_step_matmul_flops(batch), best, log, || {
         grads.fill(be, 0.0);
         let fwd = model.forward(be, &xb, batch);
         let logits = fwd.logits.as_ref().expect("the benchmark model has a head");
@@ -302,45 +294,9 @@ fn bench_swin<B: Probe>(be: &B, args: &Args, best: f64, log: &dyn Fn(&str)) -> V
         be.cross_entropy_backward(&dloss, &probs, &lb, &dlogits, batch, 10);
         model.backward(be, &fwd, Some(&dlogits), None, None, &grads, None);
         opt.update(be, &model.params, &grads, &step_cfg);
-        let loss = block_on(be.read(&losses));
-        assert!(loss.iter().all(|l| l.is_finite()), "non-finite loss in the Swin benchmark step");
-        let after = be.counters();
-        (t.elapsed().as_secs_f64(), before.zip(after).map(|(b, a)| (a.0 - b.0, a.1 - b.1, a.2)))
-    };
-    step();
-    let mut times = Vec::new();
-    let mut counters = None;
-    for _ in 0..args.steps.max(1) {
-        let (dt, c) = step();
-        times.push(dt);
-        counters = c;
-    }
-    let ms = median(times.clone()) * 1e3;
-    let flops = cfg.train_step_matmul_flops(batch);
-    let efficiency = flops / (ms / 1e3 * best * 1e9);
-    log(&format!(
-        "  Swin step (embed 48, depths {:?}, img32 p2 w4, batch {batch}): {ms:.1} ms median, {:.1} img/s, {:.1} GFLOP matmul, efficiency {efficiency:.2}",
-        cfg.depths,
-        batch as f64 / (ms / 1e3),
-        flops / 1e9
-    ));
-    let mut out = json!({
-        "model": { "img_size": 32, "patch_size": 2, "window_size": 4, "embed_dim": 48, "depths": cfg.depths, "num_heads": cfg.num_heads, "batch": batch },
-        "ms_per_step_median": ms,
-        "ms_per_step_all": times.iter().map(|t| t * 1e3).collect::<Vec<_>>(),
-        "images_per_s": batch as f64 / (ms / 1e3),
-        "matmul_gflop_per_step": flops / 1e9,
-        "efficiency": efficiency,
+        mean_loss(&block_on(be.read(&losses)))
     });
-    if let Some((dispatches, submits, bytes)) = counters {
-        log(&format!(
-            "  per Swin step: {dispatches} dispatches, {submits} submit(s); GPU memory held {:.1} MiB",
-            bytes as f64 / 1048576.0
-        ));
-        out["dispatches_per_step"] = json!(dispatches);
-        out["submits_per_step"] = json!(submits);
-        out["gpu_bytes_held"] = json!(bytes);
-    }
+    out["model"] = json!({ "img_size": 32, "patch_size": 2, "window_size": 4, "embed_dim": 48, "depths": cfg.depths, "num_heads": cfg.num_heads, "batch": batch });
     out
 }
 
