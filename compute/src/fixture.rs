@@ -138,83 +138,98 @@ async fn run_vit<B: Backend>(
 ) -> Result<Vec<Check>, FixtureError> {
     let cfg = VitConfig::from_json(config)?;
     let model = Vit::from_file(be, cfg.clone(), file)?;
-    let x = file.tensors.get("input.x").ok_or(FixtureError::Malformed("no `input.x`".into()))?;
     let [h, w] = cfg.img_size;
-    if x.shape.len() != 4 || x.shape[1..] != [cfg.in_chans, h, w] {
-        return malformed(format!("input.x has shape {:?}, config wants [B, {}, {h}, {w}]", x.shape, cfg.in_chans));
-    }
-    let batch = x.shape[0];
-    let xb = be.upload(&x.to_f32());
-    let fwd = model.forward(be, &xb, batch);
-
-    let labels = match file.tensors.get("input.labels") {
-        Some(t) => {
-            let l = t.as_i64().ok_or(FixtureError::Malformed("input.labels must be an integer tensor".into()))?;
-            if l.len() != batch || l.iter().any(|v| *v < 0 || *v as usize >= cfg.num_classes.max(1)) {
-                return malformed(format!("input.labels must hold {batch} labels in 0..{}", cfg.num_classes));
-            }
-            Some(l.iter().map(|v| *v as u32).collect::<Vec<u32>>())
-        }
-        None => None,
-    };
-    let expects: Vec<&String> = file.tensors.keys().filter(|k| k.starts_with("expect.")).collect();
-    let wants_grad = expects.iter().any(|k| k.starts_with("expect.grad."));
-    let wants_loss = expects.iter().any(|k| *k == "expect.loss");
-
-    // Mean cross-entropy, and its gradient when any gradient is expected.
-    let mut loss = None;
+    let (x, batch) = image_input(file, cfg.in_chans, h, w)?;
+    let fwd = model.forward(be, &be.upload(&x.to_f32()), batch);
     let grads = model.params.zeros_like(be);
     let dimg = be.alloc(batch * cfg.in_chans * h * w);
-    if wants_grad || wants_loss {
-        let (Some(labels), Some(logits)) = (&labels, &fwd.logits) else {
-            return malformed("expected loss or gradients need `input.labels` and a model with a head");
-        };
-        let k = cfg.num_classes;
-        let (losses, probs) = (be.alloc(batch), be.alloc(batch * k));
-        let lb = be.upload_u32(labels);
-        be.cross_entropy_forward(logits, &lb, &losses, &probs, batch, k);
-        if wants_grad {
-            let dlogits = be.alloc(batch * k);
-            be.cross_entropy_backward(&be.upload(&vec![1.0 / batch as f32; batch]), &probs, &lb, &dlogits, batch, k);
-            model.backward(be, &fwd, Some(&dlogits), None, &grads, Some(&dimg));
-        }
-        let l = be.read(&losses).await;
-        loss = Some(l.iter().map(|v| *v as f64).sum::<f64>() / batch as f64);
-    }
-
-    let mut checks = Vec::new();
-    for key in expects {
-        let got: Option<Vec<f32>> = match key.strip_prefix("expect.").unwrap() {
-            "logits" => match &fwd.logits {
-                Some(l) => Some(be.read(l).await),
-                None => Some(model.pre_logits(be, &fwd).await),
-            },
-            "pre_logits" => Some(model.pre_logits(be, &fwd).await),
-            "features" => Some(be.read(&fwd.features).await),
-            "loss" => loss.map(|l| vec![l as f32]),
-            "grad.input.x" => Some(be.read(&dimg).await),
-            k => {
-                if let Some(name) = k.strip_prefix("grad.") {
-                    match grads.try_get(name) {
-                        Some(g) => Some(be.read(g).await),
-                        None => None,
-                    }
-                } else if let Some(i) = k.strip_prefix("attn_probs.") {
-                    match i.parse::<usize>().ok().and_then(|i| fwd.blocks.get(i)) {
-                        Some(b) => Some(be.read(&b.probs).await),
-                        None => None,
-                    }
-                } else {
-                    None
-                }
+    let loss = supervised_loss(be, file, fwd.logits.as_ref(), batch, cfg.num_classes, |dlogits| {
+        model.backward(be, &fwd, Some(dlogits), None, &grads, Some(&dimg))
+    })
+    .await?;
+    Ok(check_expects(file, tol, async |key: &str| match key {
+        "logits" => Some(match &fwd.logits {
+            Some(l) => be.read(l).await,
+            None => model.pre_logits(be, &fwd).await,
+        }),
+        "pre_logits" => Some(model.pre_logits(be, &fwd).await),
+        "features" => Some(be.read(&fwd.features).await),
+        "loss" => loss.map(|l| vec![l as f32]),
+        "grad.input.x" => Some(be.read(&dimg).await),
+        k => {
+            let buf = match (k.strip_prefix("grad."), k.strip_prefix("attn_probs.")) {
+                (Some(name), _) => grads.try_get(name),
+                (_, Some(i)) => i.parse::<usize>().ok().and_then(|i| fwd.blocks.get(i)).map(|b| &b.probs),
+                _ => None,
+            };
+            match buf {
+                Some(b) => Some(be.read(b).await),
+                None => None,
             }
-        };
-        checks.push(match got {
+        }
+    })
+    .await)
+}
+
+/// `input.x`, checked to be `[B, chans, h, w]`; returns it and `B`.
+fn image_input(
+    file: &TensorFile,
+    chans: usize,
+    h: usize,
+    w: usize,
+) -> Result<(&crate::weights::Tensor, usize), FixtureError> {
+    let x = input(file, "input.x")?;
+    if x.shape.len() != 4 || x.shape[1..] != [chans, h, w] {
+        return malformed(format!("input.x has shape {:?}, config wants [B, {chans}, {h}, {w}]", x.shape));
+    }
+    Ok((x, x.shape[0]))
+}
+
+/// For a supervised case: when the fixture expects a loss or gradients, the mean
+/// cross-entropy of `logits` against `input.labels`; when it expects gradients, `backward`
+/// is called with the gradient of that mean w.r.t. the logits.
+async fn supervised_loss<B: Backend>(
+    be: &B,
+    file: &TensorFile,
+    logits: Option<&B::Buf>,
+    batch: usize,
+    classes: usize,
+    backward: impl FnOnce(&B::Buf),
+) -> Result<Option<f64>, FixtureError> {
+    let wants_grad = file.tensors.keys().any(|k| k.starts_with("expect.grad."));
+    if !wants_grad && !file.tensors.contains_key("expect.loss") {
+        return Ok(None);
+    }
+    let (Some(labels), Some(logits)) = (file.tensors.get("input.labels"), logits) else {
+        return malformed("expected loss or gradients need `input.labels` and a model with a head");
+    };
+    let labels = labels.as_i64().ok_or(FixtureError::Malformed("input.labels must be an integer tensor".into()))?;
+    if labels.len() != batch || labels.iter().any(|v| *v < 0 || *v as usize >= classes) {
+        return malformed(format!("input.labels must hold {batch} labels in 0..{classes}"));
+    }
+    let lb = be.upload_u32(&labels.iter().map(|v| *v as u32).collect::<Vec<u32>>());
+    let (losses, probs) = (be.alloc(batch), be.alloc(batch * classes));
+    be.cross_entropy_forward(logits, &lb, &losses, &probs, batch, classes);
+    if wants_grad {
+        let dlogits = be.alloc(batch * classes);
+        be.cross_entropy_backward(&be.upload(&vec![1.0 / batch as f32; batch]), &probs, &lb, &dlogits, batch, classes);
+        backward(&dlogits);
+    }
+    let l = be.read(&losses).await;
+    Ok(Some(l.iter().map(|v| *v as f64).sum::<f64>() / batch as f64))
+}
+
+/// Compare every `expect.<key>` of the fixture with `got(key)`; `None` means the key is
+/// not known for the case, which fails.
+async fn check_expects(file: &TensorFile, tol: Tolerance, got: impl AsyncFn(&str) -> Option<Vec<f32>>) -> Vec<Check> {
+    let mut checks = Vec::new();
+    for key in file.tensors.keys().filter(|k| k.starts_with("expect.")) {
+        checks.push(match got(key.strip_prefix("expect.").unwrap()).await {
             Some(g) => compare(file, key, &g, tol),
             None => unknown(key),
         });
     }
-    Ok(checks)
+    checks
 }
 
 fn input<'a>(file: &'a TensorFile, name: &str) -> Result<&'a crate::weights::Tensor, FixtureError> {
@@ -229,12 +244,9 @@ async fn run_mae<B: Backend>(
 ) -> Result<Vec<Check>, FixtureError> {
     let cfg = MaeConfig::from_json(config)?;
     let model = Mae::from_file(be, cfg.clone(), file)?;
-    let (x, noise) = (input(file, "input.x")?, input(file, "input.noise")?);
     let (s, l) = (cfg.img_size, cfg.patches());
-    if x.shape.len() != 4 || x.shape[1..] != [cfg.in_chans, s, s] {
-        return malformed(format!("input.x has shape {:?}, config wants [B, {}, {s}, {s}]", x.shape, cfg.in_chans));
-    }
-    let batch = x.shape[0];
+    let (x, batch) = image_input(file, cfg.in_chans, s, s)?;
+    let noise = input(file, "input.noise")?;
     if noise.shape != [batch, l] {
         return malformed(format!("input.noise has shape {:?}, config wants [{batch}, {l}]", noise.shape));
     }
@@ -251,9 +263,8 @@ async fn run_mae<B: Backend>(
             checks.push(compare(file, name, &be.read(buf).await, tol));
         }
     }
-    let expects: Vec<&String> = file.tensors.keys().filter(|k| k.starts_with("expect.")).collect();
-    for key in expects {
-        let got: Option<Vec<f32>> = match key.strip_prefix("expect.").unwrap() {
+    checks.extend(
+        check_expects(file, tol, async |key: &str| match key {
             "loss" => Some(vec![loss as f32]),
             "pred" => Some(be.read(&fwd.pred).await),
             "mask" => Some(masking.mask.clone()),
@@ -263,12 +274,9 @@ async fn run_mae<B: Backend>(
                 Some(g) => Some(be.read(g).await),
                 None => None,
             },
-        };
-        checks.push(match got {
-            Some(g) => compare(file, key, &g, tol),
-            None => unknown(key),
-        });
-    }
+        })
+        .await,
+    );
     Ok(checks)
 }
 
@@ -281,63 +289,25 @@ async fn run_swin<B: Backend>(
 ) -> Result<Vec<Check>, FixtureError> {
     let cfg = SwinConfig::from_json(config)?;
     let model = Swin::from_file(be, cfg.clone(), file)?;
-    let x = input(file, "input.x")?;
     let [h, w] = cfg.img_size;
-    if x.shape.len() != 4 || x.shape[1..] != [cfg.in_chans, h, w] {
-        return malformed(format!("input.x has shape {:?}, config wants [B, {}, {h}, {w}]", x.shape, cfg.in_chans));
-    }
-    let batch = x.shape[0];
+    let (x, batch) = image_input(file, cfg.in_chans, h, w)?;
     let fwd = model.forward(be, &be.upload(&x.to_f32()), batch);
-    let expects: Vec<&String> = file.tensors.keys().filter(|k| k.starts_with("expect.")).collect();
-    let wants_grad = expects.iter().any(|k| k.starts_with("expect.grad."));
-    let wants_loss = expects.iter().any(|k| *k == "expect.loss");
-
-    let mut loss = None;
     let grads = model.params.zeros_like(be);
     let dimg = be.alloc(batch * cfg.in_chans * h * w);
-    if wants_grad || wants_loss {
-        let k = cfg.num_classes;
-        let labels = input(file, "input.labels")?
-            .as_i64()
-            .ok_or(FixtureError::Malformed("input.labels must be an integer tensor".into()))?;
-        if labels.len() != batch || labels.iter().any(|v| *v < 0 || *v as usize >= k) {
-            return malformed(format!("input.labels must hold {batch} labels in 0..{k}"));
-        }
-        let Some(logits) = &fwd.logits else {
-            return malformed("expected loss or gradients need a model with a head");
-        };
-        let lb = be.upload_u32(&labels.iter().map(|v| *v as u32).collect::<Vec<u32>>());
-        let (losses, probs) = (be.alloc(batch), be.alloc(batch * k));
-        be.cross_entropy_forward(logits, &lb, &losses, &probs, batch, k);
-        if wants_grad {
-            let dlogits = be.alloc(batch * k);
-            be.cross_entropy_backward(&be.upload(&vec![1.0 / batch as f32; batch]), &probs, &lb, &dlogits, batch, k);
-            model.backward(be, &fwd, Some(&dlogits), None, None, &grads, Some(&dimg));
-        }
-        let l = be.read(&losses).await;
-        loss = Some(l.iter().map(|v| *v as f64).sum::<f64>() / batch as f64);
-    }
-
-    let mut checks = Vec::new();
-    for key in expects {
-        let got: Option<Vec<f32>> = match key.strip_prefix("expect.").unwrap() {
-            "logits" => match &fwd.logits {
-                Some(l) => Some(be.read(l).await),
-                None => Some(be.read(&fwd.pooled).await),
-            },
-            "pre_logits" => Some(be.read(&fwd.pooled).await),
-            "features" => Some(be.read(&fwd.features).await),
-            "loss" => loss.map(|l| vec![l as f32]),
-            "grad.input.x" => Some(be.read(&dimg).await),
-            k => match k.strip_prefix("grad.").and_then(|n| grads.try_get(n)) {
-                Some(g) => Some(be.read(g).await),
-                None => None,
-            },
-        };
-        checks.push(match got {
-            Some(g) => compare(file, key, &g, tol),
-            None => unknown(key),
-        });
-    }
-    Ok(checks)
+    let loss = supervised_loss(be, file, fwd.logits.as_ref(), batch, cfg.num_classes, |dlogits| {
+        model.backward(be, &fwd, Some(dlogits), None, None, &grads, Some(&dimg))
+    })
+    .await?;
+    Ok(check_expects(file, tol, async |key: &str| match key {
+        "logits" => Some(be.read(fwd.logits.as_ref().unwrap_or(&fwd.pooled)).await),
+        "pre_logits" => Some(be.read(&fwd.pooled).await),
+        "features" => Some(be.read(&fwd.features).await),
+        "loss" => loss.map(|l| vec![l as f32]),
+        "grad.input.x" => Some(be.read(&dimg).await),
+        k => match k.strip_prefix("grad.").and_then(|n| grads.try_get(n)) {
+            Some(g) => Some(be.read(g).await),
+            None => None,
+        },
+    })
+    .await)
 }
