@@ -65,9 +65,9 @@ ensure_wasm_opt() {
     local npm_bin="$TOOLS/npm/node_modules/.bin/wasm-opt"
     if [[ "$("$npm_bin" --version 2>/dev/null)" == "wasm-opt version $BINARYEN_VERSION "* ]]; then
         note "wasm-opt (binaryen $BINARYEN_VERSION): installed"
-    elif command -v npm >/dev/null; then
+    elif command -v "${NPM:-npm}" >/dev/null; then
         step "installing binaryen@$BINARYEN_VERSION (wasm-opt) into $TOOLS/npm"
-        npm install --prefix "$TOOLS/npm" --no-audit --no-fund --no-save "binaryen@$BINARYEN_VERSION"
+        "${NPM:-npm}" install --prefix "$TOOLS/npm" --no-audit --no-fund --no-save "binaryen@$BINARYEN_VERSION"
     fi
     if [[ -x "$npm_bin" ]]; then
         export PATH="$TOOLS/npm/node_modules/.bin:$PATH"
