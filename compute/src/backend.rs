@@ -364,4 +364,62 @@ pub trait Backend {
         n: usize,
         rows: usize,
     );
+
+    /// Row L2 normalisation `y[r] = g[r] · x[r] / max(‖x[r]‖, eps)`, `g = 1` without a gain
+    /// (`F.normalize`; `weight_norm` with the gain and eps 0). `x, y: [rows, cols]`,
+    /// `gain: [rows]`, `norm: [rows]` (the unclamped norms, saved for backward).
+    fn l2norm_forward(
+        &self,
+        x: &Self::Buf,
+        gain: Option<&Self::Buf>,
+        y: &Self::Buf,
+        norm: &Self::Buf,
+        rows: usize,
+        cols: usize,
+        eps: f32,
+    );
+    /// `dx += g/n · (dy − x̂ (x̂·dy))`, `dgain += x̂·dy` with `n = max(‖x‖, eps)`, `x̂ = x/n`
+    /// (`dgain` `None` for a frozen gain).
+    fn l2norm_backward(
+        &self,
+        dy: &Self::Buf,
+        norm: &Self::Buf,
+        x: &Self::Buf,
+        gain: Option<&Self::Buf>,
+        dx: &Self::Buf,
+        dgain: Option<&Self::Buf>,
+        rows: usize,
+        cols: usize,
+        eps: f32,
+    );
+
+    /// Per row `losses[r] = −Σ_c targets[r,c] · log_softmax(scale · logits[r])_c`, saving
+    /// `probs = softmax(scale · logits)`; all `[rows, cols]` but `losses: [rows]`.
+    fn soft_cross_entropy_forward(
+        &self,
+        logits: &Self::Buf,
+        targets: &Self::Buf,
+        losses: &Self::Buf,
+        probs: &Self::Buf,
+        rows: usize,
+        cols: usize,
+        scale: f32,
+    );
+    /// `dlogits[r] += dloss[r] · scale · (probs[r] · Σ_c targets[r,c] − targets[r])`.
+    fn soft_cross_entropy_backward(
+        &self,
+        dloss: &Self::Buf,
+        probs: &Self::Buf,
+        targets: &Self::Buf,
+        dlogits: &Self::Buf,
+        rows: usize,
+        cols: usize,
+        scale: f32,
+    );
+
+    /// DINO's teacher targets `q[r] = softmax((x[r] − center) / temp)`; `x, q: [rows, cols]`,
+    /// `center: [cols]`.
+    fn center_sharpen(&self, x: &Self::Buf, center: &Self::Buf, q: &Self::Buf, rows: usize, cols: usize, temp: f32);
+    /// In place: `center ← momentum · center + (1 − momentum) · mean_r x[r]`.
+    fn center_update(&self, x: &Self::Buf, center: &Self::Buf, rows: usize, cols: usize, momentum: f32);
 }

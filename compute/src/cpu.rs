@@ -347,4 +347,85 @@ impl Backend for Cpu {
             rows,
         );
     }
+
+    fn l2norm_forward(
+        &self,
+        x: &CpuBuf,
+        gain: Option<&CpuBuf>,
+        y: &CpuBuf,
+        norm: &CpuBuf,
+        rows: usize,
+        cols: usize,
+        eps: f32,
+    ) {
+        let gain = gain.map(|g| g.r());
+        let gain = gain.as_deref().map(|v| v.as_slice());
+        ops::l2norm::l2norm_forward(&x.r(), gain, &mut y.w(), &mut norm.w(), rows, cols, eps);
+    }
+    fn l2norm_backward(
+        &self,
+        dy: &CpuBuf,
+        norm: &CpuBuf,
+        x: &CpuBuf,
+        gain: Option<&CpuBuf>,
+        dx: &CpuBuf,
+        dgain: Option<&CpuBuf>,
+        rows: usize,
+        cols: usize,
+        eps: f32,
+    ) {
+        let gain = gain.map(|g| g.r());
+        let gain = gain.as_deref().map(|v| v.as_slice());
+        let mut dgain = dgain.map(|g| g.w());
+        let dgain = dgain.as_deref_mut().map(|v| v.as_mut_slice());
+        ops::l2norm::l2norm_backward(&dy.r(), &norm.r(), &x.r(), gain, &mut dx.w(), dgain, rows, cols, eps);
+    }
+
+    fn soft_cross_entropy_forward(
+        &self,
+        logits: &CpuBuf,
+        targets: &CpuBuf,
+        losses: &CpuBuf,
+        probs: &CpuBuf,
+        rows: usize,
+        cols: usize,
+        scale: f32,
+    ) {
+        ops::soft_cross_entropy::soft_cross_entropy_forward(
+            &logits.r(),
+            &targets.r(),
+            &mut losses.w(),
+            &mut probs.w(),
+            rows,
+            cols,
+            scale,
+        );
+    }
+    fn soft_cross_entropy_backward(
+        &self,
+        dloss: &CpuBuf,
+        probs: &CpuBuf,
+        targets: &CpuBuf,
+        dlogits: &CpuBuf,
+        rows: usize,
+        cols: usize,
+        scale: f32,
+    ) {
+        ops::soft_cross_entropy::soft_cross_entropy_backward(
+            &dloss.r(),
+            &probs.r(),
+            &targets.r(),
+            &mut dlogits.w(),
+            rows,
+            cols,
+            scale,
+        );
+    }
+
+    fn center_sharpen(&self, x: &CpuBuf, center: &CpuBuf, q: &CpuBuf, rows: usize, cols: usize, temp: f32) {
+        ops::center::center_sharpen(&x.r(), &center.r(), &mut q.w(), rows, cols, temp);
+    }
+    fn center_update(&self, x: &CpuBuf, center: &CpuBuf, rows: usize, cols: usize, momentum: f32) {
+        ops::center::center_update(&x.r(), &mut center.w(), rows, cols, momentum);
+    }
 }

@@ -797,6 +797,69 @@ impl Backend for Gpu {
     ) {
         ops::rel_pos_bias::rel_pos_bias_backward_gpu(self, dscores, offsets, entries, dtable, windows, heads, n, rows);
     }
+
+    fn l2norm_forward(
+        &self,
+        x: &GpuBuf,
+        gain: Option<&GpuBuf>,
+        y: &GpuBuf,
+        norm: &GpuBuf,
+        rows: usize,
+        cols: usize,
+        eps: f32,
+    ) {
+        ops::l2norm::l2norm_forward_gpu(self, x, gain, y, norm, rows, cols, eps);
+    }
+    fn l2norm_backward(
+        &self,
+        dy: &GpuBuf,
+        norm: &GpuBuf,
+        x: &GpuBuf,
+        gain: Option<&GpuBuf>,
+        dx: &GpuBuf,
+        dgain: Option<&GpuBuf>,
+        rows: usize,
+        cols: usize,
+        eps: f32,
+    ) {
+        ops::l2norm::l2norm_backward_gpu(self, dy, norm, x, gain, dx, dgain, rows, cols, eps);
+    }
+
+    fn soft_cross_entropy_forward(
+        &self,
+        logits: &GpuBuf,
+        targets: &GpuBuf,
+        losses: &GpuBuf,
+        probs: &GpuBuf,
+        rows: usize,
+        cols: usize,
+        scale: f32,
+    ) {
+        ops::soft_cross_entropy::soft_cross_entropy_forward_gpu(
+            self, logits, targets, losses, probs, rows, cols, scale,
+        );
+    }
+    fn soft_cross_entropy_backward(
+        &self,
+        dloss: &GpuBuf,
+        probs: &GpuBuf,
+        targets: &GpuBuf,
+        dlogits: &GpuBuf,
+        rows: usize,
+        cols: usize,
+        scale: f32,
+    ) {
+        ops::soft_cross_entropy::soft_cross_entropy_backward_gpu(
+            self, dloss, probs, targets, dlogits, rows, cols, scale,
+        );
+    }
+
+    fn center_sharpen(&self, x: &GpuBuf, center: &GpuBuf, q: &GpuBuf, rows: usize, cols: usize, temp: f32) {
+        ops::center::center_sharpen_gpu(self, x, center, q, rows, cols, temp);
+    }
+    fn center_update(&self, x: &GpuBuf, center: &GpuBuf, rows: usize, cols: usize, momentum: f32) {
+        ops::center::center_update_gpu(self, x, center, rows, cols, momentum);
+    }
 }
 
 const FILL: Shader = Shader { op: "fill", source: include_str!("../../../shaders/fill.wgsl") };

@@ -3,15 +3,18 @@
 //! op's tests: finite differences against the reference's backward, and the GPU against
 //! the reference on awkward sizes.
 pub mod adamw;
+pub mod center;
 pub mod cls_pos;
 pub mod cross_entropy;
 pub mod gather;
 pub mod gelu;
+pub mod l2norm;
 pub mod layernorm;
 pub mod matmul;
 pub mod mse;
 pub mod patchify;
 pub mod rel_pos_bias;
+pub mod soft_cross_entropy;
 pub mod softmax;
 
 #[cfg(test)]
