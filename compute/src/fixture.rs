@@ -7,6 +7,8 @@
 use std::fmt;
 
 use crate::backend::Backend;
+use crate::heads::{DinoHead, DinoHeadConfig};
+use crate::methods::dino::{DinoLoss, DinoLossConfig, IbotLoss, IbotLossConfig, IbotOutputs};
 use crate::methods::mae::{Mae, MaeConfig, Masking};
 use crate::swin::{Swin, SwinConfig};
 use crate::vit::{Vit, VitConfig};
@@ -126,7 +128,12 @@ pub async fn run<B: Backend>(be: &B, file: &TensorFile, tol: Tolerance) -> Resul
         "vit" => run_vit(be, file, &config, tol).await,
         "mae" => run_mae(be, file, &config, tol).await,
         "swin" => run_swin(be, file, &config, tol).await,
-        other => malformed(format!("case {other:?} is not known to this build (known: vit, mae, swin)")),
+        "dino_head" => run_dino_head(be, file, &config, tol).await,
+        "dino_loss" => run_dino_loss(be, file, &config, tol).await,
+        "ibot_loss" => run_ibot_loss(be, file, &config, tol).await,
+        other => malformed(format!(
+            "case {other:?} is not known to this build (known: vit, mae, swin, dino_head, dino_loss, ibot_loss)"
+        )),
     }
 }
 
@@ -308,6 +315,128 @@ async fn run_swin<B: Backend>(
             Some(g) => Some(be.read(g).await),
             None => None,
         },
+    })
+    .await)
+}
+
+/// The values of input `name`, checked to have `shape`.
+fn shaped(file: &TensorFile, name: &str, shape: &[usize]) -> Result<Vec<f32>, FixtureError> {
+    let t = input(file, name)?;
+    if t.shape != shape {
+        return malformed(format!("{name} has shape {:?}, the config wants {shape:?}", t.shape));
+    }
+    Ok(t.to_f32())
+}
+
+/// Case `dino_head`: DINO's `DINOHead`; output, every trainable parameter's gradient and
+/// the input's, given the upstream gradient `input.grad_output`.
+async fn run_dino_head<B: Backend>(
+    be: &B,
+    file: &TensorFile,
+    config: &str,
+    tol: Tolerance,
+) -> Result<Vec<Check>, FixtureError> {
+    let cfg = DinoHeadConfig::from_json(config)?;
+    let head = DinoHead::from_file(be, cfg.clone(), file)?;
+    let x = input(file, "input.x")?;
+    if x.shape.len() != 2 || x.shape[1] != cfg.in_dim {
+        return malformed(format!("input.x has shape {:?}, config wants [B, {}]", x.shape, cfg.in_dim));
+    }
+    let rows = x.shape[0];
+    let doutput = shaped(file, "input.grad_output", &[rows, cfg.out_dim])?;
+    let fwd = head.forward(be, &be.upload(&x.to_f32()), rows);
+    let grads = head.params.zeros_like(be);
+    let dx = be.alloc(rows * cfg.in_dim);
+    head.backward(be, &fwd, &be.upload(&doutput), &grads, Some(&dx));
+    Ok(check_expects(file, tol, async |key: &str| match key {
+        "output" => Some(be.read(&fwd.output).await),
+        "grad.input.x" => Some(be.read(&dx).await),
+        k => match k.strip_prefix("grad.").filter(|n| head.trainable(n)).and_then(|n| grads.try_get(n)) {
+            Some(g) => Some(be.read(g).await),
+            None => None,
+        },
+    })
+    .await)
+}
+
+/// Case `dino_loss`: `DINOLoss` at a fixed teacher temperature; the loss, the student's
+/// gradient and the centre after its update.
+async fn run_dino_loss<B: Backend>(
+    be: &B,
+    file: &TensorFile,
+    config: &str,
+    tol: Tolerance,
+) -> Result<Vec<Check>, FixtureError> {
+    let cfg = DinoLossConfig::from_json(config)?;
+    let (d, ncrops) = (cfg.out_dim, cfg.ncrops);
+    let teacher = input(file, "input.teacher_output")?;
+    if teacher.shape.len() != 2 || teacher.shape[0] % 2 != 0 || teacher.shape[1] != d {
+        return malformed(format!("input.teacher_output has shape {:?}, config wants [2·B, {d}]", teacher.shape));
+    }
+    let batch = teacher.shape[0] / 2;
+    let student = shaped(file, "input.student_output", &[ncrops * batch, d])?;
+    let center = be.upload(&shaped(file, "input.center", &[1, d])?);
+    let (student, teacher) = (be.upload(&student), be.upload(&teacher.to_f32()));
+    let loss = DinoLoss { cfg: cfg.clone() };
+    let fwd = loss.forward(be, &student, &teacher, &center, batch, cfg.teacher_temp);
+    let dstudent = be.alloc(ncrops * batch * d);
+    loss.backward(be, &fwd, &dstudent);
+    loss.update_center(be, &teacher, &center, batch);
+    let value = fwd.value(&be.read(&fwd.losses).await);
+    Ok(check_expects(file, tol, async |key: &str| match key {
+        "loss" => Some(vec![value as f32]),
+        "grad.input.student_output" => Some(be.read(&dstudent).await),
+        "center" => Some(be.read(&center).await),
+        _ => None,
+    })
+    .await)
+}
+
+/// Case `ibot_loss`: `iBOTLoss` with two global crops; total, [CLS] and patch losses, the
+/// students' gradients and both centres after their update.
+async fn run_ibot_loss<B: Backend>(
+    be: &B,
+    file: &TensorFile,
+    config: &str,
+    tol: Tolerance,
+) -> Result<Vec<Check>, FixtureError> {
+    let cfg = IbotLossConfig::from_json(config)?;
+    let (d, d2, ncrops) = (cfg.out_dim, cfg.patch_out_dim, cfg.ngcrops + cfg.nlcrops);
+    let tp = input(file, "input.teacher_patch")?;
+    if tp.shape.len() != 3 || tp.shape[0] % 2 != 0 || tp.shape[2] != d2 {
+        return malformed(format!("input.teacher_patch has shape {:?}, config wants [2·B, N, {d2}]", tp.shape));
+    }
+    let (batch, patches) = (tp.shape[0] / 2, tp.shape[1]);
+    let upload = |name: &str, shape: &[usize]| shaped(file, name, shape).map(|v| be.upload(&v));
+    let student_cls = upload("input.student_cls", &[ncrops * batch, d])?;
+    let teacher_cls = upload("input.teacher_cls", &[2 * batch, d])?;
+    let student_patch = upload("input.student_patch", &[2 * batch, patches, d2])?;
+    let teacher_patch = be.upload(&tp.to_f32());
+    let mask = shaped(file, "input.student_mask", &[2 * batch, patches])?;
+    if mask.iter().any(|m| *m != 0.0 && *m != 1.0) {
+        return malformed("input.student_mask must hold 0 or 1");
+    }
+    let center = upload("input.center", &[1, d])?;
+    let center_patch = upload("input.center_patch", &[1, 1, d2])?;
+
+    let loss = IbotLoss { cfg };
+    let student = IbotOutputs { cls: &student_cls, patch: &student_patch };
+    let teacher = IbotOutputs { cls: &teacher_cls, patch: &teacher_patch };
+    let fwd = loss.forward(be, student, teacher, &mask, &center, &center_patch, batch, patches);
+    let (dcls, dpatch) = (be.alloc(ncrops * batch * d), be.alloc(2 * batch * patches * d2));
+    loss.backward(be, &fwd, &dcls, &dpatch);
+    let teacher = IbotOutputs { cls: &teacher_cls, patch: &teacher_patch };
+    loss.update_center(be, teacher, &center, &center_patch, batch, patches);
+    let [total, cls, patch] = loss.loss(be, &fwd).await;
+    Ok(check_expects(file, tol, async |key: &str| match key {
+        "loss" => Some(vec![total as f32]),
+        "loss_cls" => Some(vec![cls as f32]),
+        "loss_patch" => Some(vec![patch as f32]),
+        "grad.input.student_cls" => Some(be.read(&dcls).await),
+        "grad.input.student_patch" => Some(be.read(&dpatch).await),
+        "center" => Some(be.read(&center).await),
+        "center_patch" => Some(be.read(&center_patch).await),
+        _ => None,
     })
     .await)
 }

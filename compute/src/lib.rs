@@ -9,6 +9,7 @@ pub mod backend;
 pub mod cpu;
 pub mod fixture;
 pub mod gpu;
+pub mod heads;
 pub mod layers;
 pub mod methods;
 pub mod ops;
