@@ -1,4 +1,5 @@
-//! The compute device the page runs on, and the result of the self-check kernel.
+//! The compute device the page runs on, and the result of the self-check kernel: a compact
+//! badge in the header that opens the full panel.
 use leptos::prelude::*;
 
 use crate::probe::{Device, GpuInfo, KernelCheck, Report};
@@ -25,16 +26,49 @@ pub fn DevicePanel(report: Report) -> impl IntoView {
     }
 }
 
+/// One line (adapter or CPU, and the self-check's outcome) that opens the full panel.
 #[component]
-fn Adapter(info: GpuInfo) -> impl IntoView {
+pub fn DeviceBadge(report: Report) -> impl IntoView {
+    let (text, class) = match &report.device {
+        Device::Gpu(info) => {
+            let name = adapter_name(info);
+            let soft = if info.is_software() { " (software)" } else { "" };
+            (format!("WebGPU: {name}{soft}"), "badge gpu")
+        }
+        Device::Cpu { .. } => ("No WebGPU".to_string(), "badge cpu"),
+    };
+    let check = match &report.kernel {
+        Some(Ok(k)) if k.ok() => " ✓",
+        Some(_) => " ✗ self-check failed",
+        None => "",
+    };
+    view! {
+        <details class="device-badge" data-testid="device-badge">
+            <summary class=class data-testid="device-badge-text">
+                {text}
+                {check}
+            </summary>
+            <div class="device-popover">
+                <DevicePanel report />
+            </div>
+        </details>
+    }
+}
+
+fn adapter_name(info: &GpuInfo) -> String {
     let vendor = [info.vendor.as_str(), info.architecture.as_str()].join(" ").trim().to_string();
-    let name = match (info.name.is_empty(), vendor.is_empty()) {
+    match (info.name.is_empty(), vendor.is_empty()) {
         (false, false) => format!("{} ({vendor})", info.name),
-        (false, true) => info.name,
+        (false, true) => info.name.clone(),
         (true, false) => vendor,
         (true, true) => "unnamed adapter".to_string(),
-    };
-    let fallback = info.fallback.then(|| {
+    }
+}
+
+#[component]
+fn Adapter(info: GpuInfo) -> impl IntoView {
+    let name = adapter_name(&info);
+    let fallback = info.is_software().then(|| {
         view! {
             <p class="note" data-testid="device-fallback">
                 "Fallback (software) adapter: training and inference default to the CPU backend here."

@@ -1,7 +1,12 @@
 //! Patchwork in the browser. `main.rs` only mounts [`App`]; each component lives in its own
-//! file, and [`probe`] is the one module that touches the GPU.
+//! file. [`engine`] is the one module that computes (CPU backend or WebGPU) and [`probe`]
+//! the one that describes the adapter; components only see the plain structs they publish.
 pub mod app;
+pub mod browser;
 pub mod device_panel;
+pub mod engine;
 pub mod probe;
+pub mod reconstruct;
+pub mod settings;
 
 pub use app::App;

@@ -64,6 +64,16 @@ impl Limit {
     }
 }
 
+impl GpuInfo {
+    /// A software adapter: flagged as fallback (`isFallbackAdapter`), or named as one of the
+    /// known software rasterisers.
+    pub fn is_software(&self) -> bool {
+        let text = format!("{} {} {}", self.name, self.vendor, self.architecture).to_lowercase();
+        self.fallback
+            || ["swiftshader", "llvmpipe", "lavapipe", "warp", "basic render"].iter().any(|s| text.contains(s))
+    }
+}
+
 impl KernelCheck {
     pub fn ok(&self) -> bool {
         self.first_mismatch.is_none()

@@ -86,3 +86,102 @@ fn device_panel_says_cpu_backend_without_webgpu() {
     assert_eq!(testid(&host, "device-summary"), "No WebGPU: work runs on the CPU backend.");
     assert!(host.query_selector("[data-testid=kernel-check]").unwrap().is_none());
 }
+
+mod reconstruct {
+    use super::*;
+    use patchwork_app::app::auto_backend;
+    use patchwork_app::browser::decode_image;
+    use patchwork_app::engine::{BackendKind, Engine, Row};
+    use patchwork_app::reconstruct::page::ReconGrid;
+    use patchwork_app::reconstruct::{model_input, ModelFile, Recon};
+    use patchwork_compute::methods::mae::MaeConfig;
+    use std::rc::Rc;
+
+    const MODEL: &[u8] = include_bytes!("../../assets/models/mae-fashion-mnist.safetensors");
+    const TEST_0: &[u8] = include_bytes!("../../assets/models/fashion-mnist-test-0.png");
+
+    fn blob(bytes: &[u8], mime: &str) -> web_sys::Blob {
+        let parts = js_sys::Array::of1(&js_sys::Uint8Array::from(bytes));
+        let opts = web_sys::BlobPropertyBag::new();
+        opts.set_type(mime);
+        web_sys::Blob::new_with_u8_array_sequence_and_options(&parts, &opts).unwrap()
+    }
+
+    fn row(ratio: f64) -> Row {
+        let cfg = MaeConfig { img_size: 4, patch_size: 2, in_chans: 1, ..MaeConfig::default() };
+        let recon = Recon {
+            mask: vec![1.0, 0.0, 0.0, 1.0],
+            pred: vec![0.25; 16],
+            orig: (0..16).map(|i| i as f32 / 15.0).collect(),
+        };
+        Row { cfg, ratio, masked_patches: 2, recon, mse: 0.01, mse_mean_fill: 0.1 }
+    }
+
+    #[wasm_bindgen_test]
+    fn grid_has_one_row_per_ratio_with_four_canvases() {
+        let rows = RwSignal::new(vec![row(0.25), row(0.5), row(0.75)]);
+        let host = mount(move || view! { <ReconGrid rows done_for="test".to_string() /> });
+        assert_eq!(host.query_selector_all("[data-testid=recon-row]").unwrap().length(), 3);
+        assert_eq!(host.query_selector_all("[data-testid=recon-row] canvas").unwrap().length(), 12);
+        assert!(testid(&host, "row-errors").contains("MAE 0.0100 · mean fill 0.1000 (0.10×)"));
+    }
+
+    #[wasm_bindgen_test]
+    async fn empty_and_non_image_files_are_refused_with_a_message() {
+        let e = decode_image(&blob(b"", "image/png"), "empty.png").await.unwrap_err();
+        assert!(e.contains("is empty (0 bytes)"), "{e}");
+        let e = decode_image(&blob(b"hello, I am text", "image/png"), "notes.png").await.unwrap_err();
+        assert!(e.contains("not an image"), "{e}");
+        let e = decode_image(&blob(&TEST_0[..TEST_0.len() / 2], "image/png"), "cut.png").await.unwrap_err();
+        assert!(e.contains("not an image"), "{e}");
+    }
+
+    #[wasm_bindgen_test]
+    async fn grey_png_decodes_to_equal_channels() {
+        let pic = decode_image(&blob(TEST_0, "image/png"), "t0.png").await.unwrap();
+        assert_eq!((pic.width, pic.height), (28, 28));
+        assert!(pic.rgba.chunks_exact(4).all(|p| p[0] == p[1] && p[1] == p[2] && p[3] == 255));
+        assert!(pic.rgba.chunks_exact(4).any(|p| p[0] > 100), "all dark");
+    }
+
+    /// The same numbers as `patchwork reconstruct --seed 0` (tests/cli_parity.rs holds them),
+    /// through the browser's PNG decoder and the wasm CPU backend.
+    #[wasm_bindgen_test]
+    async fn cpu_backend_in_the_browser_gives_the_clis_errors() {
+        const CLI: [(f64, f64, f64); 4] = [
+            (0.25, 0.014831325944347919, 0.07432289037390596),
+            (0.5, 0.013639519579851725, 0.07356543720506051),
+            (0.75, 0.0142825150656265, 0.0762878225024871),
+            (0.9, 0.013489576688891662, 0.0823880428697094),
+        ];
+        let model = Rc::new(ModelFile::parse(MODEL).unwrap());
+        let pic = decode_image(&blob(TEST_0, "image/png"), "t0.png").await.unwrap();
+        let x = model_input(&pic, &model.cfg, &model.norm);
+        let engine = Engine::load(model, BackendKind::Cpu).await.unwrap();
+        let mut rows = Vec::new();
+        engine.reconstruct(&x, &CLI.map(|c| c.0), 0, |r| rows.push(r), || false).await.unwrap();
+        for (row, (ratio, mse, base)) in rows.iter().zip(CLI) {
+            console_log!("ratio {ratio}: browser {} / {}, CLI {mse} / {base}", row.mse, row.mse_mean_fill);
+            assert!((row.mse - mse).abs() / mse < 1e-4, "ratio {ratio}: {} vs {mse}", row.mse);
+            assert!((row.mse_mean_fill - base).abs() / base < 1e-4, "ratio {ratio}: {} vs {base}", row.mse_mean_fill);
+        }
+    }
+
+    #[wasm_bindgen_test]
+    fn auto_backend_passes_over_a_software_adapter() {
+        let info = |name: &str, fallback| GpuInfo {
+            name: name.into(),
+            vendor: String::new(),
+            architecture: String::new(),
+            backend: "webgpu".into(),
+            fallback,
+            limits: vec![],
+            features: vec![],
+        };
+        let report = |device| Report { device, kernel: None };
+        assert_eq!(auto_backend(&report(Device::Gpu(info("NVIDIA H100", false)))), BackendKind::WebGpu);
+        assert_eq!(auto_backend(&report(Device::Gpu(info("", true)))), BackendKind::Cpu);
+        assert_eq!(auto_backend(&report(Device::Gpu(info("SwiftShader Device", false)))), BackendKind::Cpu);
+        assert_eq!(auto_backend(&report(Device::Cpu { reason: "none".into() })), BackendKind::Cpu);
+    }
+}

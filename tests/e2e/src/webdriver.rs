@@ -88,6 +88,21 @@ impl Browser {
         }
     }
 
+    /// Give the file at `path` to the `<input type=file>` matching `selector`, as a user
+    /// choosing it would (WebDriver "Element Send Keys" with the path).
+    pub fn upload_file(&self, selector: &str, path: &Path) -> Result<()> {
+        let v = self.session_call("POST", "element", Some(json!({ "using": "css selector", "value": selector })))?;
+        let id = v
+            .as_object()
+            .and_then(|o| o.values().next())
+            .and_then(Value::as_str)
+            .ok_or_else(|| format!("no element {selector}: {v}"))?
+            .to_string();
+        let path = path.canonicalize().map_err(|e| format!("{}: {e}", path.display()))?;
+        self.session_call("POST", &format!("element/{id}/value"), Some(json!({ "text": path.display().to_string() })))
+            .map(drop)
+    }
+
     pub fn screenshot(&self, path: &Path) -> Result<()> {
         let v = self.session_call("GET", "screenshot", None)?;
         let png = base64::engine::general_purpose::STANDARD

@@ -5,29 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use patchwork_e2e::{serve::serve, webdriver::Browser};
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
-}
-
-/// Chromium's binary and flags, from the same `webdriver.json` that wasm-bindgen-test uses.
-fn chrome_options() -> (Option<String>, Vec<String>) {
-    let path = workspace().join("webdriver.json");
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let json: serde_json::Value = serde_json::from_str(&text).unwrap();
-    let options = &json["goog:chromeOptions"];
-    let args = options["args"]
-        .as_array()
-        .expect("webdriver.json: goog:chromeOptions.args")
-        .iter()
-        .filter_map(|a| a.as_str())
-        // Each test run gets its own fresh profile below.
-        .filter(|a| !a.starts_with("--user-data-dir"))
-        .map(str::to_string)
-        .collect();
-    (options["binary"].as_str().map(str::to_string), args)
-}
+use patchwork_e2e::{chrome_options, serve::serve, webdriver::Browser, workspace};
 
 #[test]
 #[ignore = "needs a release build and chromedriver: run scripts/test"]
@@ -49,7 +27,12 @@ fn home_page_shows_the_device_and_passes_the_kernel_check() {
 
     let title = browser.execute("return document.title;", serde_json::json!([])).unwrap();
     assert_eq!(title, "Patchwork");
-    // SwiftShader compiles pipelines slowly; give the probe a generous minute.
+    // SwiftShader compiles pipelines slowly; give the probe a generous minute. The device
+    // panel sits behind the header's badge: open it.
+    browser.wait_text("[data-testid=device-badge-text]", Duration::from_secs(90), |t| !t.is_empty()).unwrap();
+    browser
+        .execute("document.querySelector('[data-testid=device-badge]').open = true;", serde_json::json!([]))
+        .unwrap();
     let summary =
         browser.wait_text("[data-testid=device-summary]", Duration::from_secs(90), |t| !t.is_empty()).unwrap();
     println!("device: {summary}");
