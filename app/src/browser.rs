@@ -51,7 +51,7 @@ pub async fn decode_image(blob: &web_sys::Blob, name: &str) -> Result<Picture, S
         return Err(format!("“{name}” is empty (0 bytes), not an image."));
     }
     let not_image = |why: String| {
-        format!("“{name}” is not an image this browser can decode: it may be damaged, cut short, or another kind of file ({why}).")
+        format!("“{name}” is not an image this browser can decode: it may be damaged, cut short, or another kind of file. ({})", why.trim_end_matches('.'))
     };
     let w = window()?;
     let promise = w.create_image_bitmap_with_blob(blob).map_err(|e| not_image(js_error(e)))?;

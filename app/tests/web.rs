@@ -123,7 +123,7 @@ mod reconstruct {
         let host = mount(move || view! { <ReconGrid rows done_for="test".to_string() /> });
         assert_eq!(host.query_selector_all("[data-testid=recon-row]").unwrap().length(), 3);
         assert_eq!(host.query_selector_all("[data-testid=recon-row] canvas").unwrap().length(), 12);
-        assert!(testid(&host, "row-errors").contains("MAE 0.0100 · mean fill 0.1000 (0.10×)"));
+        assert!(testid(&host, "row-errors").contains("model 0.0100 · mean fill 0.1000 (0.10×)"));
     }
 
     #[wasm_bindgen_test]

@@ -322,7 +322,7 @@ pub fn ReconRow(row: Row) -> impl IntoView {
     let ratio_text = format!("{:.2}", row.ratio);
     let ratio_attr = row.ratio.to_string();
     let errors = format!(
-        "MAE {:.4} · mean fill {:.4} ({:.2}×)",
+        "model {:.4} · mean fill {:.4} ({:.2}×)",
         row.mse,
         row.mse_mean_fill,
         row.mse / row.mse_mean_fill.max(1e-12)
