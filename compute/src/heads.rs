@@ -138,9 +138,7 @@ impl<B: Backend> DinoHead<B> {
     /// Load officially named weights (`input.`/`expect.` tensors of a fixture are ignored).
     pub fn from_file(be: &B, cfg: DinoHeadConfig, file: &TensorFile) -> Result<Self, WeightsError> {
         cfg.validate()?;
-        let shapes = cfg.param_shapes();
-        file.check_names(&shapes, |n| !n.starts_with("input.") && !n.starts_with("expect."))?;
-        Ok(DinoHead { params: Params::upload(be, &shapes, file), cfg })
+        Ok(DinoHead { params: Params::load(be, &cfg.param_shapes(), &[], file)?, cfg })
     }
 
     /// Whether a parameter gets a gradient (with `norm_last_layer`, `weight_g` does not).

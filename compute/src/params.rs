@@ -55,6 +55,19 @@ impl<B: Backend> Params<B> {
         self.list.iter().map(|p| p.shape.iter().product::<usize>()).sum()
     }
 
+    /// Check that `file` holds exactly the parameters `shapes` lists (tensors of a
+    /// fixture's `input.`/`expect.` are ignored; `optional` ones may be absent) and upload
+    /// them. Errors name the missing, unexpected or misshapen tensors.
+    pub fn load(
+        be: &B,
+        shapes: &[(String, Vec<usize>)],
+        optional: &[(String, Vec<usize>)],
+        file: &TensorFile,
+    ) -> Result<Self, crate::weights::WeightsError> {
+        file.check_names_optional(shapes, optional, |n| !n.starts_with("input.") && !n.starts_with("expect."))?;
+        Ok(Self::upload(be, shapes, file))
+    }
+
     /// Upload `file`'s tensors named as `shapes` lists them (checked beforehand).
     pub fn upload(be: &B, shapes: &[(String, Vec<usize>)], file: &TensorFile) -> Self {
         let mut out = Params::new();

@@ -186,7 +186,18 @@ impl TensorFile {
         expected: &[(String, Vec<usize>)],
         prefix_filter: impl Fn(&str) -> bool,
     ) -> Result<(), WeightsError> {
-        let want: HashMap<&str, &Vec<usize>> = expected.iter().map(|(n, s)| (n.as_str(), s)).collect();
+        self.check_names_optional(expected, &[], prefix_filter)
+    }
+
+    /// [`TensorFile::check_names`], where `optional` tensors may be absent but, when
+    /// present, must have their shape (e.g. MAE's fixed sin-cos tables).
+    pub fn check_names_optional(
+        &self,
+        expected: &[(String, Vec<usize>)],
+        optional: &[(String, Vec<usize>)],
+        prefix_filter: impl Fn(&str) -> bool,
+    ) -> Result<(), WeightsError> {
+        let want: HashMap<&str, &Vec<usize>> = expected.iter().chain(optional).map(|(n, s)| (n.as_str(), s)).collect();
         let missing: Vec<String> =
             expected.iter().filter(|(n, _)| !self.tensors.contains_key(n)).map(|(n, _)| n.clone()).collect();
         if !missing.is_empty() {
@@ -197,8 +208,8 @@ impl TensorFile {
         if !unexpected.is_empty() {
             return Err(WeightsError::Unexpected { names: unexpected });
         }
-        for (name, shape) in expected {
-            let t = &self.tensors[name];
+        for (name, shape) in expected.iter().chain(optional) {
+            let Some(t) = self.tensors.get(name) else { continue };
             if &t.shape != shape {
                 return Err(WeightsError::Shape {
                     name: name.clone(),
@@ -245,6 +256,20 @@ mod tests {
         f.tensors.insert("a".into(), Tensor::f32(vec![1, 2], vec![0.0; 2]));
         let e = f.check_names(&exp, |_| true).unwrap_err();
         assert!(e.to_string().contains("`a` has shape [1, 2], the model expects [2]"), "{e}");
+    }
+
+    #[test]
+    fn optional_names_may_be_absent_but_not_misshapen() {
+        let mut f = TensorFile::default();
+        f.tensors.insert("a".into(), Tensor::f32(vec![2], vec![0.0; 2]));
+        let exp = vec![("a".to_string(), vec![2])];
+        let opt = vec![("pos".to_string(), vec![3])];
+        f.check_names_optional(&exp, &opt, |_| true).unwrap();
+        f.tensors.insert("pos".into(), Tensor::f32(vec![3], vec![0.0; 3]));
+        f.check_names_optional(&exp, &opt, |_| true).unwrap();
+        f.tensors.insert("pos".into(), Tensor::f32(vec![4], vec![0.0; 4]));
+        let e = f.check_names_optional(&exp, &opt, |_| true).unwrap_err();
+        assert!(e.to_string().contains("`pos` has shape [4], the model expects [3]"), "{e}");
     }
 
     #[test]

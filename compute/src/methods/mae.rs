@@ -368,18 +368,7 @@ impl<B: Backend> Mae<B> {
     /// the file has them).
     pub fn from_file(be: &B, cfg: MaeConfig, file: &TensorFile) -> Result<Self, WeightsError> {
         cfg.validate()?;
-        let shapes = cfg.param_shapes();
-        let mut all = shapes.clone();
-        all.extend(cfg.fixed_shapes());
-        let mut present = file.clone();
-        for (name, shape) in cfg.fixed_shapes() {
-            present
-                .tensors
-                .entry(name)
-                .or_insert_with(|| crate::weights::Tensor::f32(shape.clone(), vec![0.0; shape.iter().product()]));
-        }
-        present.check_names(&all, |n| !n.starts_with("input.") && !n.starts_with("expect."))?;
-        let params = Params::upload(be, &shapes, file);
+        let params = Params::load(be, &cfg.param_shapes(), &cfg.fixed_shapes(), file)?;
         Ok(Mae { fixed: Self::fixed_params(be, &cfg), cfg, params })
     }
 
