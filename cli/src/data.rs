@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use image::imageops::FilterType;
 use image::DynamicImage;
+use patchwork_compute::augment::{Augmentation, Image};
 use patchwork_compute::rng::Rng;
 use serde::{Deserialize, Serialize};
 
@@ -43,12 +44,12 @@ impl Normalize {
 }
 
 /// How training draws a view of an image.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Augment {
     /// The whole image (resized when its size differs from the model's).
     None,
-    /// MAE's `RandomResizedCrop(scale=(0.2, 1.0))` + `RandomHorizontalFlip`.
-    RandomResizedCrop,
+    /// A random view ([`Augmentation`]; its `size` is replaced by the model's input side).
+    Views(Augmentation),
 }
 
 /// What `--data` names.
@@ -137,11 +138,16 @@ impl Dataset {
         let mut out = Vec::with_capacity(indices.len() * self.channels * size * size);
         for &i in indices {
             let img = &self.images[i];
-            let view = match self.augment {
-                Augment::None => fit(img, size),
-                Augment::RandomResizedCrop => random_resized_crop(img, size, rng),
-            };
-            push_chw(&view, self.channels, &self.norm, &mut out);
+            match self.augment {
+                Augment::None => push_chw(&fit(img, size), self.channels, &self.norm, &mut out),
+                Augment::Views(a) => {
+                    augmented_view(img, self.channels, &Augmentation { size, ..a }, rng).push_chw(
+                        &self.norm.mean,
+                        &self.norm.std,
+                        &mut out,
+                    );
+                }
+            }
         }
         out
     }
@@ -170,34 +176,12 @@ pub fn fit(img: &DynamicImage, size: usize) -> DynamicImage {
     )
 }
 
-/// torchvision's `RandomResizedCrop(size, scale=(0.2, 1), ratio=(3/4, 4/3))`, then a
-/// horizontal flip with probability ½.
-pub fn random_resized_crop(img: &DynamicImage, size: usize, rng: &mut Rng) -> DynamicImage {
-    let (w, h) = (img.width() as f64, img.height() as f64);
-    let area = w * h;
-    let (lo, hi) = ((3.0f64 / 4.0).ln(), (4.0f64 / 3.0).ln());
-    let mut bx = None;
-    for _ in 0..10 {
-        let target = area * (0.2 + 0.8 * rng.uniform() as f64);
-        let ratio = (lo + (hi - lo) * rng.uniform() as f64).exp();
-        let (cw, ch) = ((target * ratio).sqrt().round(), (target / ratio).sqrt().round());
-        if cw >= 1.0 && ch >= 1.0 && cw <= w && ch <= h {
-            let x = rng.below((w - cw) as usize + 1) as u32;
-            let y = rng.below((h - ch) as usize + 1) as u32;
-            bx = Some((x, y, cw as u32, ch as u32));
-            break;
-        }
-    }
-    let (x, y, cw, ch) = bx.unwrap_or_else(|| {
-        let side = w.min(h) as u32;
-        ((w as u32 - side) / 2, (h as u32 - side) / 2, side, side)
-    });
-    let view = img.crop_imm(x, y, cw, ch).resize_exact(size as u32, size as u32, FilterType::Triangle);
-    if rng.uniform() < 0.5 {
-        view.fliph()
-    } else {
-        view
-    }
+/// One view of `img` drawn by `aug`; only the crop's pixels are converted to floats.
+pub fn augmented_view(img: &DynamicImage, channels: usize, aug: &Augmentation, rng: &mut Rng) -> Image {
+    let b = aug.crop_box(img.width() as usize, img.height() as usize, rng);
+    let crop = img.crop_imm(b.x as u32, b.y as u32, b.w as u32, b.h as u32);
+    let raw = if channels == 1 { crop.to_luma8().into_raw() } else { crop.to_rgb8().into_raw() };
+    aug.finish(&Image::from_u8(b.w, b.h, channels, &raw), rng)
 }
 
 /// The order of the data set in epoch `epoch`: a Fisher–Yates shuffle seeded by the run's
@@ -392,7 +376,7 @@ pub fn load_dir(dir: &Path, channels: usize, size: usize) -> Result<Dataset> {
         images,
         labels: labelled.then(|| labels.into_iter().map(|l| l.unwrap()).collect()),
         classes,
-        augment: Augment::RandomResizedCrop,
+        augment: Augment::Views(Augmentation::mae(size)),
         norm: Normalize::imagenet(channels),
     })
 }

@@ -4,6 +4,7 @@
 // Reference code indexes like the math it transcribes (llm.c style), and ops take their
 // sizes as plain arguments.
 #![allow(clippy::needless_range_loop, clippy::too_many_arguments)]
+pub mod augment;
 pub mod backbone;
 pub mod backend;
 pub mod cpu;
@@ -15,8 +16,10 @@ pub mod methods;
 pub mod ops;
 pub mod optim;
 pub mod params;
+pub mod pos_embed;
 pub mod rng;
 pub mod swin;
+pub mod teacher;
 pub mod transformer;
 pub mod vit;
 pub mod weights;
