@@ -22,9 +22,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::backend::{with_backend, BackendChoice, OnBackend, Probe};
-use crate::data::{DataSpec, Dataset, Normalize, Sampler};
+use crate::data::{Augment, DataSpec, Dataset, Normalize, Sampler};
 use crate::progress::Progress;
 
+pub mod dino;
 pub mod mae;
 
 /// The self-supervised methods `train` knows.
@@ -33,12 +34,15 @@ pub mod mae;
 pub enum Method {
     /// Masked autoencoders (He et al. 2021).
     Mae,
+    /// Self-distillation with no labels (Caron et al. 2021): multi-crop, EMA teacher.
+    Dino,
 }
 
 impl Method {
     pub fn name(self) -> &'static str {
         match self {
             Method::Mae => "mae",
+            Method::Dino => "dino",
         }
     }
 }
@@ -98,8 +102,18 @@ pub struct Args {
     /// Input channels [default: 1 for fashion-mnist, 3 otherwise].
     #[arg(long)]
     pub in_chans: Option<usize>,
+    /// Area fractions `LO,HI` of the random crops of photos and image folders
+    /// [default: 0.2,1 as MAE].
+    #[arg(long, value_parser = parse_scale)]
+    pub crop_scale: Option<(f32, f32)>,
+    /// Add DINO's colour augmentation to every crop: ColorJitter(0.4, 0.4, 0.2, 0.1) with
+    /// probability 0.8, then grayscale with probability 0.2.
+    #[arg(long)]
+    pub color_jitter: bool,
     #[command(flatten)]
     pub mae: mae::MaeArgs,
+    #[command(flatten)]
+    pub dino: dino::DinoArgs,
     #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
     pub backend: BackendChoice,
     /// No progress output.
@@ -123,6 +137,21 @@ pub struct Schedule {
     pub clip: Option<f32>,
     pub seed: u64,
     pub in_chans: usize,
+    /// Crop area fractions for augmenting data sets (absent: the method's default).
+    #[serde(default)]
+    pub crop_scale: Option<(f32, f32)>,
+    #[serde(default)]
+    pub color_jitter: bool,
+}
+
+pub fn parse_scale(s: &str) -> Result<(f32, f32), String> {
+    let bad = || format!("`{s}` is not `LO,HI` with 0 < LO ≤ HI ≤ 1 (e.g. 0.2,1)");
+    let (lo, hi) = s.split_once(',').ok_or_else(bad)?;
+    let (lo, hi): (f32, f32) = (lo.trim().parse().map_err(|_| bad())?, hi.trim().parse().map_err(|_| bad())?);
+    if !(lo > 0.0 && lo <= hi && hi <= 1.0) {
+        return Err(bad());
+    }
+    Ok((lo, hi))
 }
 
 impl Schedule {
@@ -134,20 +163,25 @@ impl Schedule {
             bail!("--steps must be at least 1");
         }
         let fashion = spec.default_channels() == 1;
+        let method = a.method.context("--method is required")?;
+        let dino = method == Method::Dino;
         Ok(Schedule {
-            method: a.method.context("--method is required")?,
+            method,
             steps,
-            batch: a.batch.unwrap_or(if fashion { 128 } else { 32 }),
-            lr: a.lr.unwrap_or(1.5e-3),
-            min_lr: a.min_lr.unwrap_or(1e-5),
+            batch: a.batch.unwrap_or(if fashion && !dino { 128 } else { 32 }),
+            lr: a.lr.unwrap_or(if dino { 5e-4 } else { 1.5e-3 }),
+            min_lr: a.min_lr.unwrap_or(if dino { 1e-6 } else { 1e-5 }),
             warmup_steps: a.warmup_steps.unwrap_or(steps / 20),
-            weight_decay: a.weight_decay.unwrap_or(0.05),
-            // MAE's AdamW betas
+            weight_decay: a.weight_decay.unwrap_or(if dino { 0.04 } else { 0.05 }),
+            // MAE's AdamW betas; DINO keeps PyTorch's
             beta1: 0.9,
-            beta2: 0.95,
-            clip: a.clip,
+            beta2: if dino { 0.999 } else { 0.95 },
+            // DINO clips each parameter's gradient to 3
+            clip: a.clip.or(dino.then_some(3.0)),
             seed: a.seed.unwrap_or(0),
             in_chans: a.in_chans.unwrap_or(spec.default_channels()),
+            crop_scale: a.crop_scale,
+            color_jitter: a.color_jitter,
             data,
         })
     }
@@ -170,6 +204,12 @@ impl Schedule {
         same("--weight-decay", a.weight_decay.map(|v| v.to_string()), self.weight_decay.to_string());
         same("--seed", a.seed.map(|v| v.to_string()), self.seed.to_string());
         same("--in-chans", a.in_chans.map(|v| v.to_string()), self.in_chans.to_string());
+        if a.crop_scale.is_some() && a.crop_scale != self.crop_scale {
+            differ.push(format!("--crop-scale {:?} (checkpoint: {:?})", a.crop_scale, self.crop_scale));
+        }
+        if a.color_jitter && !self.color_jitter {
+            differ.push("--color-jitter (checkpoint: off)".into());
+        }
         if a.clip.is_some() && a.clip != self.clip {
             differ.push(format!("--clip {:?} (checkpoint: {:?})", a.clip, self.clip));
         }
@@ -187,23 +227,36 @@ impl Schedule {
             beta2: self.beta2,
             eps: 1e-8,
             clip: self.clip,
+            clip_per_param: self.method == Method::Dino,
         }
     }
 }
 
 /// What a method gives the training loop, on one backend.
 pub trait Trainer<B: Backend> {
-    /// One optimiser step on `imgs: [batch, C, H, W]`: forward, backward and the update are
-    /// recorded, then one read of the loss (one submit on the GPU). Masks come from `rng`.
-    fn step(&mut self, be: &B, imgs: &B::Buf, batch: usize, rng: &mut Rng, hp: &StepConfig) -> f64;
+    /// One optimiser step (0-based `step` of the schedule) on the images `indices` of
+    /// `data`: the method draws its views and masks from `rng`, records forward, backward
+    /// and updates, then reads the loss once (one submit on the GPU).
+    fn step(
+        &mut self,
+        be: &B,
+        data: &Dataset,
+        indices: &[usize],
+        step: usize,
+        rng: &mut Rng,
+        hp: &StepConfig,
+    ) -> Result<f64>;
     /// The model's tensors under their official names (what the model file holds).
     fn weights(&self, be: &B) -> TensorFile;
-    /// Optimiser state: tensors (named `opt.m.*`, `opt.v.*`) and Adam's step count.
-    fn optimizer(&self, be: &B) -> (TensorFile, u32);
+    /// Everything else a checkpoint needs to resume exactly (optimiser moments, named
+    /// `opt.*`; a teacher; …) and Adam's step count.
+    fn state(&self, be: &B) -> (TensorFile, u32);
     /// The model config as JSON (the `config` metadata).
     fn config_json(&self) -> String;
-    /// `(img_size, in_chans)` the model takes.
-    fn input(&self) -> (usize, usize);
+    /// More metadata for the model file (e.g. the backbone's `vit_config`).
+    fn model_metadata(&self) -> Vec<(String, String)> {
+        Vec::new()
+    }
 }
 
 /// The checkpoint written next to the model: `m.safetensors` → `m.ckpt.safetensors`.
@@ -235,6 +288,7 @@ struct Run {
     /// The checkpoint to resume from, with its step, rng state and elapsed seconds.
     resume: Option<(TensorFile, usize, [u64; 4], f64)>,
     mae: Option<patchwork_compute::methods::mae::MaeConfig>,
+    dino: Option<dino::DinoRun>,
     norm: Normalize,
 }
 
@@ -281,15 +335,42 @@ pub fn train(args: Args) -> Result<String> {
             Some((file, ..)) => patchwork_compute::methods::mae::MaeConfig::from_json(meta(file, "config")?)?,
             None => args.mae.config(&spec, schedule.in_chans)?,
         }),
+        _ => None,
     };
-    let img_size = mae.as_ref().map(|c| c.img_size).unwrap_or(28);
-    let data = spec.load_train(schedule.in_chans, img_size)?;
+    let img_size = match (&mae, schedule.method) {
+        (Some(c), _) => c.img_size,
+        (None, _) => args.mae.img_size.unwrap_or(if spec.default_channels() == 1 { 28 } else { 64 }),
+    };
+    let mut data = spec.load_train(schedule.in_chans, img_size)?;
+    if let Augment::Views(a) = &mut data.augment {
+        if let Some(scale) = schedule.crop_scale {
+            a.scale = scale;
+        }
+        if schedule.color_jitter {
+            a.color_jitter = 0.8;
+            a.grayscale = 0.2;
+        }
+    } else if schedule.crop_scale.is_some() || schedule.color_jitter {
+        bail!(
+            "{} is used whole (no crops); --crop-scale and --color-jitter apply to photos and image folders",
+            data.name
+        );
+    }
     if data.channels != schedule.in_chans {
         bail!("{} has {} channel(s); the model takes {}", data.name, data.channels, schedule.in_chans);
     }
+    let dino = match schedule.method {
+        Method::Dino => Some(match &resume {
+            Some((file, ..)) => serde_json::from_str(meta(file, "config")?).context("the checkpoint's DINO config")?,
+            None => {
+                dino::DinoRun::from_args(&args.mae, &args.dino, &spec, schedule.in_chans, data.len(), schedule.batch)?
+            }
+        }),
+        _ => None,
+    };
     let norm = data.norm.clone();
     let backend = args.backend;
-    with_compute_backend(backend, Run { args, schedule, data, resume, mae, norm })?
+    with_compute_backend(backend, Run { args, schedule, data, resume, mae, dino, norm })?
 }
 
 /// [`with_backend`], except that `auto` passes over a software GPU adapter (lavapipe,
@@ -323,13 +404,21 @@ impl OnBackend for Run {
                 };
                 train_loop(be, &mut trainer, self)
             }
+            Method::Dino => {
+                let run = self.dino.clone().expect("a DINO run has a DINO config");
+                let (steps, wd) = (self.schedule.steps, self.schedule.weight_decay);
+                let mut trainer = match &self.resume {
+                    Some((file, ..)) => dino::DinoTrainer::from_checkpoint(be, run, file, steps, wd)?,
+                    None => dino::DinoTrainer::new(be, run, self.schedule.seed, steps, wd),
+                };
+                train_loop(be, &mut trainer, self)
+            }
         }
     }
 }
 
 fn train_loop<B: Probe>(be: &B, trainer: &mut dyn Trainer<B>, run: Run) -> Result<String> {
     let Run { args, schedule: s, data, resume, norm, .. } = run;
-    let (size, chans) = trainer.input();
     let lrs = warmup_cosine(s.lr, s.min_lr, s.steps, s.warmup_steps);
     let (start, mut rng, elapsed_before) = match &resume {
         Some((_, step, state, elapsed)) => (*step, Rng::from_state(*state), *elapsed),
@@ -355,7 +444,6 @@ fn train_loop<B: Probe>(be: &B, trainer: &mut dyn Trainer<B>, run: Run) -> Resul
         None => None,
     };
     let mut sampler = Sampler::new(s.seed, data.len());
-    let xbuf = be.alloc(s.batch * chans * size * size);
     let mut progress = Progress::new(start as u64, s.steps as u64, args.quiet);
     progress.println(&format!(
         "{} on {} ({} images{}, batch {}), {} backend, steps {}..{} of {}",
@@ -378,7 +466,7 @@ fn train_loop<B: Probe>(be: &B, trainer: &mut dyn Trainer<B>, run: Run) -> Resul
     let mut loss = f64::NAN;
     let save_checkpoint = |trainer: &dyn Trainer<B>, step: usize, rng: &Rng, elapsed: f64| -> Result<()> {
         let mut file = trainer.weights(be);
-        let (opt, adam_step) = trainer.optimizer(be);
+        let (opt, adam_step) = trainer.state(be);
         file.tensors.extend(opt.tensors);
         file.metadata = [
             ("format", CHECKPOINT_FORMAT.to_string()),
@@ -398,9 +486,7 @@ fn train_loop<B: Probe>(be: &B, trainer: &mut dyn Trainer<B>, run: Run) -> Resul
     };
     for (step, &lr) in lrs.iter().enumerate().take(end).skip(start) {
         let t = Instant::now();
-        let x = data.batch(&sampler.indices(step, s.batch), size, &mut rng);
-        be.write(&xbuf, &x);
-        loss = trainer.step(be, &xbuf, s.batch, &mut rng, &s.step_config(lr));
+        loss = trainer.step(be, &data, &sampler.indices(step, s.batch), step, &mut rng, &s.step_config(lr))?;
         if !loss.is_finite() {
             progress.finish();
             let kept = match last_ckpt {
@@ -456,6 +542,7 @@ fn train_loop<B: Probe>(be: &B, trainer: &mut dyn Trainer<B>, run: Run) -> Resul
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
+    .chain(trainer.model_metadata())
     .collect();
     write_atomic(&args.out, &model.to_bytes())?;
     Ok(format!(
@@ -499,35 +586,35 @@ mod tests {
             std::fs::create_dir(&data).unwrap();
             crate::data::tests_support::write_idx(&data, "train", 12);
         }
-        let mut argv: Vec<String> = [
-            "t",
-            "--method",
-            "mae",
-            "--data",
-            data.to_str().unwrap(),
-            "--batch",
-            "4",
-            "--patch-size",
-            "7",
-            "--embed-dim",
-            "16",
-            "--depth",
-            "1",
-            "--heads",
-            "2",
-            "--decoder-dim",
-            "16",
-            "--decoder-depth",
-            "1",
-            "--decoder-heads",
-            "2",
-            "--backend",
-            "cpu",
-            "--quiet",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+        let method: &[&str] = if extra.contains(&"--method") { &[] } else { &["--method", "mae"] };
+        let mut argv: Vec<String> = ["t"].iter().chain(method).map(|s| s.to_string()).collect();
+        argv.extend(
+            [
+                "--data",
+                data.to_str().unwrap(),
+                "--batch",
+                "4",
+                "--patch-size",
+                "7",
+                "--embed-dim",
+                "16",
+                "--depth",
+                "1",
+                "--heads",
+                "2",
+                "--decoder-dim",
+                "16",
+                "--decoder-depth",
+                "1",
+                "--decoder-heads",
+                "2",
+                "--backend",
+                "cpu",
+                "--quiet",
+            ]
+            .iter()
+            .map(|s| s.to_string()),
+        );
         argv.extend(extra.iter().map(|s| s.to_string()));
         Cli::try_parse_from(argv).unwrap().args
     }
@@ -540,16 +627,40 @@ mod tests {
             .collect()
     }
 
+    const DINO_MICRO: [&str; 12] = [
+        "--method",
+        "dino",
+        "--local-size",
+        "14",
+        "--local-crops",
+        "2",
+        "--out-dim",
+        "32",
+        "--head-hidden-dim",
+        "16",
+        "--bottleneck-dim",
+        "8",
+    ];
+
     #[test]
     fn resumed_training_is_bit_identical_to_an_uninterrupted_run() {
+        for method in ["mae", "dino"] {
+            let method_args: &[&str] = if method == "dino" { &DINO_MICRO } else { &[] };
+            resume_matches(method, method_args);
+        }
+    }
+
+    fn resume_matches(method: &str, method_args: &[&str]) {
         let dir = tempfile::tempdir().unwrap();
         let p = |n: &str| dir.path().join(n).to_str().unwrap().to_string();
-        let whole = micro(dir.path(), &["--steps", "4", "--out", &p("a.safetensors"), "--log", &p("a.jsonl")]);
+        let with = |v: &[&str]| -> Vec<String> { v.iter().chain(method_args).map(|s| s.to_string()).collect() };
+        let args = |v: &[&str]| {
+            let owned = with(v);
+            micro(dir.path(), &owned.iter().map(|s| s.as_str()).collect::<Vec<_>>())
+        };
+        let whole = args(&["--steps", "4", "--out", &p("a.safetensors"), "--log", &p("a.jsonl")]);
         train(whole).unwrap();
-        let first = micro(
-            dir.path(),
-            &["--steps", "4", "--stop-at", "2", "--out", &p("b.safetensors"), "--log", &p("b.jsonl")],
-        );
+        let first = args(&["--steps", "4", "--stop-at", "2", "--out", &p("b.safetensors"), "--log", &p("b.jsonl")]);
         train(first).unwrap();
         assert!(!dir.path().join("b.safetensors").exists(), "no model file before the run ends");
         let ckpt = p("b.ckpt.safetensors");
@@ -569,7 +680,7 @@ mod tests {
         train(rest).unwrap();
         let (la, lb) = (losses(&dir.path().join("a.jsonl")), losses(&dir.path().join("b.jsonl")));
         assert_eq!(la.len(), 4);
-        assert_eq!(la, lb, "losses of the whole run vs the resumed one");
+        assert_eq!(la, lb, "{method}: losses of the whole run vs the resumed one");
         for (name, other) in [("a.safetensors", "b.safetensors"), ("a.ckpt.safetensors", "b.ckpt.safetensors")] {
             let a = TensorFile::load(&dir.path().join(name)).unwrap();
             let b = TensorFile::load(&dir.path().join(other)).unwrap();
@@ -588,10 +699,17 @@ mod tests {
         }
         let model = TensorFile::load(&dir.path().join("a.safetensors")).unwrap();
         assert_eq!(model.metadata["format"], MODEL_FORMAT);
-        assert_eq!(model.metadata["method"], "mae");
-        assert!(
-            model.tensors.contains_key("decoder_pos_embed") && model.tensors.contains_key("blocks.0.attn.qkv.weight")
-        );
+        assert_eq!(model.metadata["method"], method);
+        assert!(model.tensors.contains_key("blocks.0.attn.qkv.weight"));
+        if method == "mae" {
+            assert!(model.tensors.contains_key("decoder_pos_embed"));
+        } else {
+            // the teacher backbone alone, loadable as a timm ViT from its vit_config
+            let cfg = patchwork_compute::VitConfig::from_json(&model.metadata["vit_config"]).unwrap();
+            patchwork_compute::Vit::from_file(&patchwork_compute::Cpu, cfg, &model).unwrap();
+            let ckpt = TensorFile::load(&dir.path().join("a.ckpt.safetensors")).unwrap();
+            assert!(ckpt.tensors.contains_key("center") && ckpt.tensors.contains_key("student_head.mlp.0.weight"));
+        }
         assert!(!model.tensors.keys().any(|k| k.starts_with("opt.")));
         let train: serde_json::Value = serde_json::from_str(&model.metadata["train"]).unwrap();
         assert_eq!(train["schedule"]["steps"], 4);

@@ -23,11 +23,22 @@ pub struct StepConfig {
     pub eps: f32,
     /// `clip_grad_norm_(max_norm)` before the update; `None` to skip.
     pub clip: Option<f32>,
+    /// Clip each parameter's gradient to norm `clip` on its own (DINO's
+    /// `utils.clip_gradients`) instead of the global norm.
+    pub clip_per_param: bool,
 }
 
 impl Default for StepConfig {
     fn default() -> Self {
-        StepConfig { lr: 1e-3, weight_decay: 0.05, beta1: 0.9, beta2: 0.999, eps: 1e-8, clip: None }
+        StepConfig {
+            lr: 1e-3,
+            weight_decay: 0.05,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            clip: None,
+            clip_per_param: false,
+        }
     }
 }
 
@@ -52,15 +63,42 @@ impl<B: Backend> AdamWState<B> {
     /// One update of every parameter from `grads` (same names). With clipping, the
     /// gradient norm before clipping lands in [`AdamWState::grad_norm_buf`].
     pub fn update(&mut self, be: &B, params: &Params<B>, grads: &Params<B>, cfg: &StepConfig) {
+        self.update_where(be, params, grads, cfg, |_| true)
+    }
+
+    /// [`AdamWState::update`] of the parameters `trains` accepts; the others are left as
+    /// PyTorch leaves a parameter whose `.grad` is `None` (frozen, or DINO's last layer in
+    /// its first epoch): no decay, moments unchanged.
+    pub fn update_where(
+        &mut self,
+        be: &B,
+        params: &Params<B>,
+        grads: &Params<B>,
+        cfg: &StepConfig,
+        trains: impl Fn(&str) -> bool,
+    ) {
         self.step += 1;
-        let coef = cfg.clip.map(|max_norm| {
+        let global = cfg.clip.filter(|_| !cfg.clip_per_param).map(|max_norm| {
             for (i, g) in grads.list.iter().enumerate() {
                 be.sum_squares(&g.buf, g.shape.iter().product(), &self.sums, i);
             }
             be.clip_coef(&self.sums, grads.list.len(), max_norm, &self.coef);
-            &self.coef
+            self.coef.clone()
         });
         for (((p, g), m), v) in params.list.iter().zip(&grads.list).zip(&self.m.list).zip(&self.v.list) {
+            if !trains(&p.name) {
+                continue;
+            }
+            let n = p.shape.iter().product();
+            let coef = match (cfg.clip, cfg.clip_per_param) {
+                (Some(max_norm), true) => {
+                    let (sum, coef) = (be.alloc(1), be.alloc(2));
+                    be.sum_squares(&g.buf, n, &sum, 0);
+                    be.clip_coef(&sum, 1, max_norm, &coef);
+                    Some(coef)
+                }
+                _ => global.clone(),
+            };
             let hp = AdamW {
                 lr: cfg.lr,
                 beta1: cfg.beta1,
@@ -69,7 +107,7 @@ impl<B: Backend> AdamWState<B> {
                 weight_decay: if decays(&p.name, &p.shape) { cfg.weight_decay } else { 0.0 },
                 step: self.step,
             };
-            be.adamw(&p.buf, &g.buf, &m.buf, &v.buf, coef, p.shape.iter().product(), &hp);
+            be.adamw(&p.buf, &g.buf, &m.buf, &v.buf, coef.as_ref(), n, &hp);
         }
     }
 
@@ -77,6 +115,12 @@ impl<B: Backend> AdamWState<B> {
     pub fn grad_norm_buf(&self) -> &B::Buf {
         &self.coef
     }
+}
+
+/// DINO's `cosine_scheduler` without warm-up: `final + ½(base − final)(1 + cos(π i/steps))`
+/// (the teacher momentum 0.996 → 1, the weight decay 0.04 → 0.4).
+pub fn cosine(base: f32, final_value: f32, steps: usize) -> Vec<f32> {
+    warmup_cosine(base, final_value, steps, 0)
 }
 
 /// Linear warm-up from 0 to `base` over `warmup` steps, then cosine decay to `final_value`

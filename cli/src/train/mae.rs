@@ -12,7 +12,7 @@ use patchwork_compute::rng::Rng;
 use patchwork_compute::{block_on, Backend, Params, TensorFile};
 
 use super::{download, tensor_f32, Trainer};
-use crate::data::DataSpec;
+use crate::data::{DataSpec, Dataset};
 
 /// The model-size flags of `--method mae` (defaults depend on the data set).
 #[derive(clap::Args, Clone, Debug, Default)]
@@ -86,13 +86,15 @@ pub struct MaeTrainer<B: Backend> {
     model: Mae<B>,
     grads: Params<B>,
     opt: AdamWState<B>,
+    /// The batch's images, reused across steps.
+    input: Option<B::Buf>,
 }
 
 impl<B: Backend> MaeTrainer<B> {
     pub fn new(be: &B, cfg: MaeConfig, seed: u64) -> Self {
         let model = Mae::init(be, cfg, seed);
         let (grads, opt) = (model.params.zeros_like(be), AdamWState::new(be, &model.params));
-        MaeTrainer { model, grads, opt }
+        MaeTrainer { model, grads, opt, input: None }
     }
 
     /// Weights, Adam's moments and step from a checkpoint [`Trainer::weights`] +
@@ -109,12 +111,13 @@ impl<B: Backend> MaeTrainer<B> {
             }
         }
         opt.step = file.metadata.get("adam_step").map(|s| s.parse()).transpose()?.unwrap_or(0);
-        Ok(MaeTrainer { model, grads, opt })
+        Ok(MaeTrainer { model, grads, opt, input: None })
     }
 }
 
-impl<B: Backend> Trainer<B> for MaeTrainer<B> {
-    fn step(&mut self, be: &B, imgs: &B::Buf, batch: usize, rng: &mut Rng, hp: &StepConfig) -> f64 {
+impl<B: Backend> MaeTrainer<B> {
+    /// One step on `imgs: [batch, C, H, W]` (normalised); masks from `rng`.
+    pub fn step_on(&mut self, be: &B, imgs: &B::Buf, batch: usize, rng: &mut Rng, hp: &StepConfig) -> f64 {
         let cfg = &self.model.cfg;
         let masking = Masking::random(rng, batch, cfg.patches(), cfg.keep());
         self.grads.fill(be, 0.0);
@@ -124,6 +127,28 @@ impl<B: Backend> Trainer<B> for MaeTrainer<B> {
         let losses = block_on(be.read(&fwd.losses));
         Mae::<B>::loss(&fwd.masking, &losses)
     }
+}
+
+impl<B: Backend> Trainer<B> for MaeTrainer<B> {
+    fn step(
+        &mut self,
+        be: &B,
+        data: &Dataset,
+        indices: &[usize],
+        _step: usize,
+        rng: &mut Rng,
+        hp: &StepConfig,
+    ) -> Result<f64> {
+        let cfg = &self.model.cfg;
+        let x = data.batch(indices, cfg.img_size, rng);
+        let buf = self.input.get_or_insert_with(|| be.alloc(x.len()));
+        if be.len(buf) != x.len() {
+            *buf = be.alloc(x.len());
+        }
+        be.write(buf, &x);
+        let buf = buf.clone();
+        Ok(self.step_on(be, &buf, indices.len(), rng, hp))
+    }
 
     fn weights(&self, be: &B) -> TensorFile {
         let mut file = download(be, &self.model.params, "");
@@ -131,7 +156,7 @@ impl<B: Backend> Trainer<B> for MaeTrainer<B> {
         file
     }
 
-    fn optimizer(&self, be: &B) -> (TensorFile, u32) {
+    fn state(&self, be: &B) -> (TensorFile, u32) {
         let mut file = download(be, &self.opt.m, "opt.m.");
         file.tensors.extend(download(be, &self.opt.v, "opt.v.").tensors);
         (file, self.opt.step)
@@ -139,10 +164,6 @@ impl<B: Backend> Trainer<B> for MaeTrainer<B> {
 
     fn config_json(&self) -> String {
         serde_json::to_string(&self.model.cfg).expect("a config serialises")
-    }
-
-    fn input(&self) -> (usize, usize) {
-        (self.model.cfg.img_size, self.model.cfg.in_chans)
     }
 }
 
@@ -190,7 +211,7 @@ mod tests {
         let (xc, xg) = (Cpu.upload(&x), gpu.upload(&x));
         let (mut rc, mut rg) = (Rng::new(9), Rng::new(9));
         for step in 0..3 {
-            let (lc, lg) = (cpu.step(&Cpu, &xc, 4, &mut rc, &hp), dev.step(&gpu, &xg, 4, &mut rg, &hp));
+            let (lc, lg) = (cpu.step_on(&Cpu, &xc, 4, &mut rc, &hp), dev.step_on(&gpu, &xg, 4, &mut rg, &hp));
             assert!((lc - lg).abs() <= 1e-4 * lc.abs(), "step {step}: loss {lc} on the CPU, {lg} on the GPU");
         }
         let (wc, wg) = (cpu.weights(&Cpu), dev.weights(&gpu));
@@ -212,14 +233,14 @@ mod tests {
         let cfg = micro();
         let mut t = MaeTrainer::new(&be, cfg.clone(), 3);
         let x = be.upload(&vec![0.5; 2 * 28 * 28]);
-        t.step(&be, &x, 2, &mut Rng::new(1), &StepConfig { lr: 1e-3, ..StepConfig::default() });
+        t.step_on(&be, &x, 2, &mut Rng::new(1), &StepConfig { lr: 1e-3, ..StepConfig::default() });
         let mut file = t.weights(&be);
-        let (opt, step) = t.optimizer(&be);
+        let (opt, step) = t.state(&be);
         file.tensors.extend(opt.tensors.clone());
         file.metadata.insert("adam_step".into(), step.to_string());
         let back = MaeTrainer::from_checkpoint(&be, cfg, &file).unwrap();
         assert_eq!(back.opt.step, 1);
-        assert_eq!(back.optimizer(&be).0.tensors, opt.tensors);
+        assert_eq!(back.state(&be).0.tensors, opt.tensors);
         assert_eq!(back.weights(&be).tensors, t.weights(&be).tensors);
     }
 }
