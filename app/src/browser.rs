@@ -35,6 +35,12 @@ pub async fn fetch_bytes(url: &str) -> Result<Vec<u8>, String> {
     Ok(js_sys::Uint8Array::new(&buf).to_vec())
 }
 
+/// A file's bytes (a model picked from disk).
+pub async fn blob_bytes(blob: &web_sys::Blob) -> Result<Vec<u8>, String> {
+    let buf = JsFuture::from(blob.array_buffer()).await.map_err(js_error)?;
+    Ok(js_sys::Uint8Array::new(&buf).to_vec())
+}
+
 pub async fn fetch_text(url: &str) -> Result<String, String> {
     let text = JsFuture::from(fetch(url).await?.text().map_err(js_error)?).await.map_err(js_error)?;
     text.as_string().ok_or_else(|| format!("{url}: not text"))

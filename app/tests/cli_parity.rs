@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use patchwork_app::engine::{BackendKind, Engine};
-use patchwork_app::reconstruct::{model_input, ModelFile, Picture};
+use patchwork_app::reconstruct::{model_input, parse_model, Picture};
 
 /// `patchwork reconstruct --model assets/models/mae-fashion-mnist.safetensors
 ///  --image assets/models/fashion-mnist-test-0.png --seed 0 --backend cpu --json`:
@@ -26,8 +26,7 @@ fn assets() -> PathBuf {
 
 #[test]
 fn page_errors_match_patchwork_reconstruct_for_test_image_0() {
-    let model =
-        ModelFile::parse(&std::fs::read(assets().join("models/mae-fashion-mnist.safetensors")).unwrap()).unwrap();
+    let model = parse_model(&std::fs::read(assets().join("models/mae-fashion-mnist.safetensors")).unwrap()).unwrap();
     // The browser hands over RGBA from a canvas; a grey PNG becomes R = G = B, alpha 255.
     let img = image::open(assets().join("models/fashion-mnist-test-0.png")).unwrap().to_rgba8();
     let pic = Picture::new(img.width(), img.height(), img.into_raw());

@@ -93,7 +93,7 @@ mod reconstruct {
     use patchwork_app::browser::decode_image;
     use patchwork_app::engine::{BackendKind, Engine, Row};
     use patchwork_app::reconstruct::page::ReconGrid;
-    use patchwork_app::reconstruct::{model_input, ModelFile, Recon};
+    use patchwork_app::reconstruct::{model_input, parse_model, Recon};
     use patchwork_compute::methods::mae::MaeConfig;
     use std::rc::Rc;
 
@@ -144,27 +144,46 @@ mod reconstruct {
         assert!(pic.rgba.chunks_exact(4).any(|p| p[0] > 100), "all dark");
     }
 
-    /// The same numbers as `patchwork reconstruct --seed 0` (tests/cli_parity.rs holds them),
-    /// through the browser's PNG decoder and the wasm CPU backend.
-    #[wasm_bindgen_test]
-    async fn cpu_backend_in_the_browser_gives_the_clis_errors() {
-        const CLI: [(f64, f64, f64); 4] = [
-            (0.25, 0.014831325944347919, 0.07432289037390596),
-            (0.5, 0.013639519579851725, 0.07356543720506051),
-            (0.75, 0.0142825150656265, 0.0762878225024871),
-            (0.9, 0.013489576688891662, 0.0823880428697094),
-        ];
-        let model = Rc::new(ModelFile::parse(MODEL).unwrap());
+    /// `patchwork reconstruct --seed 0` on the CPU backend (tests/cli_parity.rs holds them):
+    /// `(ratio, mse, mse_mean_fill)`.
+    const CLI: [(f64, f64, f64); 4] = [
+        (0.25, 0.014831325944347919, 0.07432289037390596),
+        (0.5, 0.013639519579851725, 0.07356543720506051),
+        (0.75, 0.0142825150656265, 0.0762878225024871),
+        (0.9, 0.013489576688891662, 0.0823880428697094),
+    ];
+
+    /// The page's numbers on `kind` against the CLI's, to 1e-4 relative, through the
+    /// browser's PNG decoder.
+    async fn matches_the_cli(kind: BackendKind) {
+        let model = Rc::new(parse_model(MODEL).unwrap());
         let pic = decode_image(&blob(TEST_0, "image/png"), "t0.png").await.unwrap();
         let x = model_input(&pic, &model.cfg, &model.norm);
-        let engine = Engine::load(model, BackendKind::Cpu).await.unwrap();
+        let engine = Engine::load(model, kind).await.unwrap();
         let mut rows = Vec::new();
         engine.reconstruct(&x, &CLI.map(|c| c.0), 0, |r| rows.push(r), || false).await.unwrap();
+        assert_eq!(rows.len(), 4);
         for (row, (ratio, mse, base)) in rows.iter().zip(CLI) {
-            console_log!("ratio {ratio}: browser {} / {}, CLI {mse} / {base}", row.mse, row.mse_mean_fill);
-            assert!((row.mse - mse).abs() / mse < 1e-4, "ratio {ratio}: {} vs {mse}", row.mse);
+            console_log!("{kind:?} ratio {ratio}: browser {} / {}, CLI {mse} / {base}", row.mse, row.mse_mean_fill);
+            assert!((row.mse - mse).abs() / mse < 1e-4, "{kind:?} ratio {ratio}: {} vs {mse}", row.mse);
             assert!((row.mse_mean_fill - base).abs() / base < 1e-4, "ratio {ratio}: {} vs {base}", row.mse_mean_fill);
         }
+    }
+
+    #[wasm_bindgen_test]
+    async fn cpu_backend_in_the_browser_gives_the_clis_errors() {
+        matches_the_cli(BackendKind::Cpu).await;
+    }
+
+    /// The WGSL kernels on the browser's WebGPU adapter (SwiftShader here).
+    #[wasm_bindgen_test]
+    async fn webgpu_backend_in_the_browser_gives_the_clis_errors() {
+        if let Err(e) = probe::gpu().await {
+            assert!(!require_gpu(), "PATCHWORK_REQUIRE_GPU=1 but {e}");
+            console_log!("skipped: {e}");
+            return;
+        }
+        matches_the_cli(BackendKind::WebGpu).await;
     }
 
     #[wasm_bindgen_test]

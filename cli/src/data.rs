@@ -9,39 +9,11 @@ use image::imageops::FilterType;
 use image::DynamicImage;
 use patchwork_compute::augment::{Augmentation, Image};
 use patchwork_compute::rng::Rng;
-use serde::{Deserialize, Serialize};
 
 /// Where the Debian package `dataset-fashion-mnist` puts the full data set.
 pub const SYSTEM_FASHION_MNIST: &str = "/usr/share/datasets/fashion-mnist";
 
-/// Per-channel `x = (pixel − mean) / std` of pixels in [0, 1]; stored in model metadata so
-/// reconstructions can be shown in pixel space.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Normalize {
-    pub mean: Vec<f32>,
-    pub std: Vec<f32>,
-}
-
-impl Normalize {
-    /// The usual Fashion-MNIST statistics of the 60 000 training images.
-    pub fn fashion_mnist() -> Self {
-        Normalize { mean: vec![0.2860], std: vec![0.3530] }
-    }
-    /// ImageNet's, for photos (its grey-level average for one channel).
-    pub fn imagenet(channels: usize) -> Self {
-        if channels == 1 {
-            Normalize { mean: vec![0.449], std: vec![0.226] }
-        } else {
-            Normalize { mean: vec![0.485, 0.456, 0.406], std: vec![0.229, 0.224, 0.225] }
-        }
-    }
-    pub fn apply(&self, c: usize, pixel: f32) -> f32 {
-        (pixel - self.mean[c]) / self.std[c]
-    }
-    pub fn undo(&self, c: usize, x: f32) -> f32 {
-        x * self.std[c] + self.mean[c]
-    }
-}
+pub use patchwork_compute::model_file::Normalize;
 
 /// How training draws a view of an image.
 #[derive(Clone, Copy, Debug, PartialEq)]

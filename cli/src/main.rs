@@ -1,6 +1,7 @@
 //! `patchwork`: the engine natively. Each subcommand lives in its own module.
 use clap::{Parser, Subcommand};
 
+mod attention;
 mod backend;
 mod bench;
 mod data;
@@ -29,6 +30,8 @@ enum Command {
     Train(Box<train::Args>),
     /// Reconstruct masked images with a trained MAE: a PNG grid, or the masked-patch error.
     Reconstruct(reconstruct::Args),
+    /// Each head's CLS attention over an image, their mean and DINO's 60%-mass mask (PNG or JSON).
+    Attention(attention::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -38,5 +41,6 @@ fn main() -> anyhow::Result<()> {
         Command::Bench(a) => bench::run(a),
         Command::Train(a) => train::run(*a),
         Command::Reconstruct(a) => reconstruct::run(a),
+        Command::Attention(a) => attention::run(a),
     }
 }

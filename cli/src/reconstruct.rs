@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use image::{DynamicImage, Rgb, RgbImage};
 use patchwork_compute::methods::mae::{Mae, MaeConfig, Masking};
+use patchwork_compute::model_file::MaeModel;
 use patchwork_compute::rng::Rng;
 use patchwork_compute::{block_on, Backend, TensorFile};
 use serde_json::json;
@@ -51,30 +52,21 @@ pub struct Args {
     pub backend: BackendChoice,
 }
 
-/// A trained MAE on the host: weights, config, and the input normalisation it was trained with.
-pub struct Model {
-    pub file: TensorFile,
-    pub cfg: MaeConfig,
-    pub norm: Normalize,
-}
+/// A trained MAE on the host: weights, config, and the input normalisation it was trained
+/// with (a `patchwork train` file, or an official checkpoint with no metadata).
+pub type Model = MaeModel;
 
 pub fn load_model(path: &Path) -> Result<Model> {
-    let mut file = TensorFile::load(path).with_context(|| format!("loading model {}", path.display()))?;
-    match file.metadata.get("method").map(|s| s.as_str()) {
-        Some("mae") => {}
-        Some(other) => bail!("{} is a {other} model; reconstruct needs an MAE", path.display()),
-        None => bail!("{} has no `method` metadata; is it a patchwork model?", path.display()),
+    let file = TensorFile::load(path).with_context(|| format!("loading model {}", path.display()))?;
+    let model = MaeModel::from_file(file).with_context(|| format!("{} is not an MAE this can run", path.display()))?;
+    if model.inferred {
+        eprintln!(
+            "{}: no metadata; read as an official MAE checkpoint: {}",
+            path.display(),
+            serde_json::to_string(&model.cfg)?
+        );
     }
-    let cfg = MaeConfig::from_json(file.metadata.get("config").context("the model has no `config` metadata")?)?;
-    let norm = match file.metadata.get("normalize") {
-        Some(s) => serde_json::from_str(s)?,
-        None => Normalize::imagenet(cfg.in_chans),
-    };
-    if norm.mean.len() != cfg.in_chans || norm.std.len() != cfg.in_chans {
-        bail!("the model's normalisation has {} channel(s), its config {}", norm.mean.len(), cfg.in_chans);
-    }
-    file.tensors.retain(|k, _| !k.starts_with("opt."));
-    Ok(Model { file, cfg, norm })
+    Ok(model)
 }
 
 /// Masked reconstructions of `n` images at one ratio, in pixel space.

@@ -13,6 +13,7 @@ pub mod gpu;
 pub mod heads;
 pub mod layers;
 pub mod methods;
+pub mod model_file;
 pub mod ops;
 pub mod optim;
 pub mod params;

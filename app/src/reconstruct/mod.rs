@@ -8,62 +8,19 @@ pub mod page;
 use image::imageops::FilterType;
 use image::{DynamicImage, RgbImage};
 use patchwork_compute::methods::mae::MaeConfig;
+use patchwork_compute::model_file::MaeModel;
 use patchwork_compute::TensorFile;
-use serde::Deserialize;
 
-/// Per-channel `x = (pixel − mean) / std` of pixels in [0, 1], as the model was trained.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
-pub struct Normalize {
-    pub mean: Vec<f32>,
-    pub std: Vec<f32>,
-}
+pub use patchwork_compute::model_file::Normalize;
 
-impl Normalize {
-    /// ImageNet's statistics (their grey average for one channel): the CLI's default.
-    pub fn imagenet(channels: usize) -> Self {
-        if channels == 1 {
-            Normalize { mean: vec![0.449], std: vec![0.226] }
-        } else {
-            Normalize { mean: vec![0.485, 0.456, 0.406], std: vec![0.229, 0.224, 0.225] }
-        }
-    }
-    pub fn apply(&self, c: usize, pixel: f32) -> f32 {
-        (pixel - self.mean[c]) / self.std[c]
-    }
-    pub fn undo(&self, c: usize, x: f32) -> f32 {
-        x * self.std[c] + self.mean[c]
-    }
-}
+/// An MAE for the page: weights, config and input normalisation, read as `patchwork
+/// reconstruct` reads them (`patchwork train` metadata, or an official checkpoint's shapes).
+pub type ModelFile = MaeModel;
 
-/// A bundled MAE: weights, config and input normalisation, read from the safetensors
-/// `__metadata__` as `patchwork reconstruct` reads them.
-#[derive(Clone)]
-pub struct ModelFile {
-    pub file: TensorFile,
-    pub cfg: MaeConfig,
-    pub norm: Normalize,
-}
-
-impl ModelFile {
-    pub fn parse(bytes: &[u8]) -> Result<Self, String> {
-        let mut file = TensorFile::from_bytes(bytes).map_err(|e| format!("not a safetensors model: {e}"))?;
-        match file.metadata.get("method").map(String::as_str) {
-            Some("mae") => {}
-            Some(other) => return Err(format!("a {other} model; Reconstruct needs an MAE")),
-            None => return Err("no `method` metadata; not a patchwork model".into()),
-        }
-        let cfg = MaeConfig::from_json(file.metadata.get("config").ok_or("the model has no `config` metadata")?)
-            .map_err(|e| e.to_string())?;
-        let norm = match file.metadata.get("normalize") {
-            Some(s) => serde_json::from_str(s).map_err(|e| format!("bad `normalize` metadata: {e}"))?,
-            None => Normalize::imagenet(cfg.in_chans),
-        };
-        if norm.mean.len() != cfg.in_chans || norm.std.len() != cfg.in_chans {
-            return Err(format!("normalisation has {} channel(s), the config {}", norm.mean.len(), cfg.in_chans));
-        }
-        file.tensors.retain(|k, _| !k.starts_with("opt."));
-        Ok(ModelFile { file, cfg, norm })
-    }
+/// Parse a model file's bytes (a bundled model, or one the user picked).
+pub fn parse_model(bytes: &[u8]) -> Result<ModelFile, String> {
+    let file = TensorFile::from_bytes(bytes).map_err(|e| format!("not a safetensors model: {e}"))?;
+    MaeModel::from_file(file).map_err(|e| e.to_string())
 }
 
 /// 8-bit RGBA pixels, row-major, straight (not premultiplied) alpha: what a canvas's

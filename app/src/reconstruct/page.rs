@@ -3,11 +3,12 @@
 //! baseline's.
 use std::cell::Cell;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 
-use super::{cell_size, grid, model_input, panel, ModelFile, Panel, Picture};
+use super::{cell_size, grid, model_input, panel, parse_model, Panel, Picture};
 use crate::browser;
 use crate::engine::{BackendKind, Engine, Row};
 use crate::settings::{SettingsCtx, RATIO_MAX, RATIO_MIN};
@@ -47,21 +48,46 @@ pub fn ReconstructPage(backend: Signal<Option<BackendKind>>) -> impl IntoView {
         let list = models.get().and_then(Result::ok).unwrap_or_default();
         chosen.filter(|m| list.contains(m)).or_else(|| list.first().cloned())
     });
+    // A checkpoint the user picked from disk ("load a checkpoint…"): it wins over the
+    // bundled choice until a bundled model is picked again.
+    let uploaded = RwSignal::new(None::<(String, Arc<Vec<u8>>)>);
     let engine = LocalResource::new(move || {
-        let (name, kind) = (model_name.get(), backend.get());
+        let (name, kind, own) = (model_name.get(), backend.get(), uploaded.get());
         async move {
-            let (Some(name), Some(kind)) = (name, kind) else { return None };
-            let bytes = match browser::fetch_bytes(&format!("models/{name}")).await {
-                Ok(b) => b,
-                Err(e) => return Some(Err(e)),
+            let kind = kind?;
+            let (name, bytes) = match (own, name) {
+                (Some((name, bytes)), _) => (name, bytes),
+                (None, Some(name)) => match browser::fetch_bytes(&format!("models/{name}")).await {
+                    Ok(b) => (name, Arc::new(b)),
+                    Err(e) => return Some(Err(e)),
+                },
+                (None, None) => return None,
             };
-            let model = match ModelFile::parse(&bytes) {
+            let model = match parse_model(&bytes) {
                 Ok(m) => Rc::new(m),
                 Err(e) => return Some(Err(format!("{name}: {e}"))),
             };
-            Some(Engine::load(model, kind).await)
+            Some(Engine::load(model, kind).await.map(|e| (name, e)))
         }
     });
+    let model_error = RwSignal::new(None::<String>);
+    let on_model_file = move |ev: leptos::ev::Event| {
+        let input: web_sys::HtmlInputElement = event_target(&ev);
+        if let Some(file) = input.files().and_then(|f| f.get(0)) {
+            let name = file.name();
+            spawn_local(async move {
+                match browser::blob_bytes(&file).await {
+                    Ok(bytes) if bytes.is_empty() => model_error.set(Some(format!("{name} is empty (0 bytes)"))),
+                    Ok(bytes) => {
+                        model_error.set(None);
+                        uploaded.set(Some((name, Arc::new(bytes))));
+                    }
+                    Err(e) => model_error.set(Some(format!("{name}: {e}"))),
+                }
+            });
+        }
+        input.set_value("");
+    };
 
     let picture = RwSignal::new(None::<(String, Picture)>);
     let upload_error = RwSignal::new(None::<String>);
@@ -95,7 +121,7 @@ pub fn ReconstructPage(backend: Signal<Option<BackendKind>>) -> impl IntoView {
     // Recompute whenever the model, the image, the seed or the slider changes; a newer
     // request makes an older one stop between rows.
     Effect::new(move |_| {
-        let Some(Some(Ok(engine))) = engine.get() else { return };
+        let Some(Some(Ok((model, engine)))) = engine.get() else { return };
         let Some((name, pic)) = picture.get() else { return };
         let (seed, slider) = settings.with(|s| (s.seed, s.ratio));
         done_for.set(String::new());
@@ -129,7 +155,7 @@ pub fn ReconstructPage(backend: Signal<Option<BackendKind>>) -> impl IntoView {
                 match result {
                     Ok(()) => {
                         status.set(Status::Idle);
-                        done_for.set(format!("{name} · seed {seed} · slider {slider}"));
+                        done_for.set(format!("{name} · seed {seed} · slider {slider} · {model}"));
                     }
                     Err(e) => status.set(Status::Failed(e)),
                 }
@@ -163,11 +189,12 @@ pub fn ReconstructPage(backend: Signal<Option<BackendKind>>) -> impl IntoView {
         Some(Some(Err(e))) => {
             view! { <p class="error" data-testid="model-status">{format!("Model not loaded: {e}")}</p> }.into_any()
         }
-        Some(Some(Ok(engine))) => {
+        Some(Some(Ok((name, engine)))) => {
             let c = &engine.model.cfg;
             let text = format!(
-                "{} · {}×{}{} · patches {}×{} ({} of them) · trained at mask ratio {} · on the {}",
-                model_name.get().unwrap_or_default(),
+                "{}{} · {}×{}{} · patches {}×{} ({} of them) · trained at mask ratio {} · on the {}",
+                name,
+                if engine.model.inferred { " (no metadata: config read from its shapes)" } else { "" },
                 c.img_size,
                 c.img_size,
                 if c.in_chans == 1 { " grey" } else { " RGB" },
@@ -182,7 +209,7 @@ pub fn ReconstructPage(backend: Signal<Option<BackendKind>>) -> impl IntoView {
     };
     let model_options = move || {
         let names = models.get().and_then(Result::ok).unwrap_or_default();
-        let current = model_name.get();
+        let current = if uploaded.with(Option::is_some) { None } else { model_name.get() };
         names
             .into_iter()
             .map(|n| {
@@ -192,7 +219,7 @@ pub fn ReconstructPage(backend: Signal<Option<BackendKind>>) -> impl IntoView {
             .collect_view()
     };
     let download = move |_| {
-        let Some(Some(Ok(engine))) = engine.get_untracked() else { return };
+        let Some(Some(Ok((_, engine)))) = engine.get_untracked() else { return };
         let recons: Vec<_> = rows.with_untracked(|r| r.iter().map(|r| r.recon.clone()).collect());
         let pic = grid(&engine.model.cfg, &recons, cell_size(&engine.model.cfg));
         if let Err(e) = browser::download_png(&pic, "patchwork-reconstruct.png") {
@@ -210,8 +237,16 @@ pub fn ReconstructPage(backend: Signal<Option<BackendKind>>) -> impl IntoView {
             <div class="controls">
                 <label>"Model " <select data-testid="model-select" on:change=move |ev| {
                     let v = event_target_value(&ev);
+                    uploaded.set(None);
                     settings.update(|s| s.model = Some(v));
-                }>{model_options}</select></label>
+                }>
+                    {model_options}
+                    {move || uploaded.get().map(|(n, _)| view! { <option selected=true>{n}</option> })}
+                </select></label>
+                <label class="button" title="an MAE safetensors file: one patchwork train wrote, or an official checkpoint saved as safetensors">
+                    "Load a checkpoint…"
+                    <input type="file" accept=".safetensors" data-testid="model-file" on:change=on_model_file />
+                </label>
                 {engine_line}
             </div>
             <div class="sources">
@@ -238,6 +273,7 @@ pub fn ReconstructPage(backend: Signal<Option<BackendKind>>) -> impl IntoView {
                     <input type="file" accept="image/*" data-testid="file-input" on:change=on_file />
                 </label>
             </div>
+            {move || model_error.get().map(|e| view! { <p class="error" data-testid="model-error">{e}</p> })}
             {move || upload_error.get().map(|e| view! { <p class="error" data-testid="upload-error">{e}</p> })}
             <div class="controls">
                 <label>

@@ -1,0 +1,851 @@
+//! `patchwork attention --model M --image IMG --out OUT.png`: where a ViT's class token
+//! looks. For one layer (default the last) it shows each head's CLS → patch attention over
+//! the image, their mean, and DINO's mask of the patches holding 60% of the attention mass
+//! (`visualize_attention.py`). `--json` prints the maps on the patch grid.
+//!
+//! Models: files of `patchwork train --method mae` (the encoder is used), files with a
+//! `vit_config` metadata entry, and plain timm-named state dicts (e.g. the official DINO
+//! checkpoints saved as safetensors), whose config is read off the tensor shapes.
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use image::imageops::FilterType;
+use image::{DynamicImage, Rgb, RgbImage};
+use patchwork_compute::methods::mae::{sincos_pos_embed, MaeConfig};
+use patchwork_compute::{block_on, Backbone, Tensor, TensorFile, Vit, VitConfig};
+use serde_json::json;
+
+use crate::backend::{BackendChoice, OnBackend, Probe};
+use crate::data::{self, Normalize};
+
+/// DINO's `--threshold`: a mask keeps the patches holding this share of the attention mass.
+pub const MASS: f32 = 0.6;
+
+const TILES: &str = "\
+The PNG is a grid of tiles, left to right then top to bottom (at most 8 a row):
+  1. the input as the model sees it (resized, centre-cropped; grey for 1-channel models),
+  2. one tile per head: its CLS attention (viridis, min-max scaled per tile) over the image,
+  3. the mean over heads, drawn the same way,
+  4. the 60%-mass mask of that mean map: kept patches as they are, outlined in red; the
+     others washed out grey.
+Patch maps are upscaled to pixels nearest-neighbour; inputs under 128 px are scaled up by a
+whole factor.";
+
+#[derive(clap::Args, Clone, Debug)]
+#[command(after_help = TILES)]
+pub struct Args {
+    /// A ViT: a `patchwork train --method mae` model (its encoder), a file with `vit_config`
+    /// metadata, or a plain timm-named state dict as safetensors (e.g. official DINO weights).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// The image (any size and format the decoder reads; resized and centre-cropped).
+    #[arg(long)]
+    pub image: PathBuf,
+    /// The attention layer (block), from 0; negative counts from the end (-1 = the last).
+    #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
+    pub layer: i64,
+    /// The PNG grid (see below for the tiles).
+    #[arg(long, required_unless_present = "json")]
+    pub out: Option<PathBuf>,
+    /// Print the maps on the patch grid as JSON (one line): per head, the mean, and the 60% masks.
+    #[arg(long)]
+    pub json: bool,
+    /// Attention heads of a checkpoint without metadata [default: embed_dim / 64, the
+    /// DINO/timm convention: 6 for ViT-S, 12 for ViT-B]. Files with a config know theirs.
+    #[arg(long)]
+    pub heads: Option<usize>,
+    #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
+    pub backend: BackendChoice,
+}
+
+// ---- the mask ----
+
+/// DINO's thresholded attention (`visualize_attention.py`): sort ascending, normalise by the
+/// total, and keep the entries whose cumulative share exceeds `1 − mass`, so the largest
+/// entries holding `mass` of the total are kept (the largest always is). Ties fall in raster
+/// order: of equal values the later patch counts as larger. A map with no mass keeps nothing.
+pub fn mass_mask(attn: &[f32], mass: f32) -> Vec<bool> {
+    let mut order: Vec<usize> = (0..attn.len()).collect();
+    order.sort_by(|&a, &b| attn[a].total_cmp(&attn[b]));
+    let total: f32 = attn.iter().sum();
+    let mut keep = vec![false; attn.len()];
+    let mut cum = 0.0f32;
+    for &i in &order {
+        cum += attn[i] / total;
+        keep[i] = cum > 1.0 - mass;
+    }
+    keep
+}
+
+// ---- loading a ViT ----
+
+/// A ViT's config, its input normalisation, and where they came from.
+#[derive(Clone, Debug)]
+pub struct VitModel {
+    pub cfg: VitConfig,
+    pub norm: Normalize,
+    /// Where `cfg` came from, in words.
+    pub source: String,
+    /// The prefix stripped from the names (e.g. `teacher.backbone.`), or "".
+    pub prefix: String,
+    /// Tensors of the file that are not the ViT's and were left out (MAE's decoder,
+    /// optimiser moments, modules beside a prefixed backbone).
+    pub ignored: Vec<String>,
+}
+
+/// Load `path` as a ViT (see the module docs for the formats). `heads` is `--heads`: it sets
+/// the head count of a checkpoint without metadata and must agree with a config's. The
+/// file returned holds exactly the tensors `cfg.param_shapes()` names, with those shapes,
+/// ready for `Vit::from_file`.
+pub fn load_vit(path: &Path, heads: Option<usize>) -> Result<(VitModel, TensorFile)> {
+    let file = TensorFile::load(path).with_context(|| format!("loading model {}", path.display()))?;
+    let prefix = backbone_prefix(&file);
+    let (mut file, mut ignored) = strip_prefix(file, &prefix);
+    let meta = |k: &str| file.metadata.get(k).cloned();
+    let check_heads = |cfg: &VitConfig| match heads {
+        Some(h) if h != cfg.num_heads => bail!(
+            "--heads {h} disagrees with the model's config ({} heads); --heads is for checkpoints without metadata",
+            cfg.num_heads
+        ),
+        _ => Ok(()),
+    };
+    let (cfg, source) = if let Some(s) = meta("vit_config") {
+        let cfg = VitConfig::from_json(&s).context("reading the model's `vit_config` metadata")?;
+        check_heads(&cfg)?;
+        // The config is the model; what else the file holds (method heads, optimiser
+        // moments) cannot change the encoder's attention.
+        let names: Vec<String> = cfg.param_shapes().into_iter().map(|(n, _)| n).collect();
+        ignored.extend(file.tensors.keys().filter(|k| !names.contains(k)).cloned());
+        file.tensors.retain(|k, _| names.contains(k));
+        (cfg, "vit_config metadata".to_string())
+    } else if let Some(method) = meta("method") {
+        if method != "mae" {
+            bail!("{} is a {method} model without `vit_config` metadata; cannot tell its ViT", path.display());
+        }
+        let mae = MaeConfig::from_json(&meta("config").context("the MAE model has no `config` metadata")?)?;
+        let cfg = VitConfig {
+            img_size: [mae.img_size; 2],
+            patch_size: mae.patch_size,
+            in_chans: mae.in_chans,
+            embed_dim: mae.embed_dim,
+            depth: mae.depth,
+            num_heads: mae.num_heads,
+            mlp_ratio: mae.mlp_ratio,
+            qkv_bias: true,
+            num_classes: 0,
+            global_pool: "token".into(),
+            ..VitConfig::default()
+        };
+        check_heads(&cfg)?;
+        let decoder = |k: &str| k.starts_with("decoder_") || k == "mask_token" || k.starts_with("opt.");
+        ignored.extend(file.tensors.keys().filter(|k| decoder(k)).cloned());
+        file.tensors.retain(|k, _| !decoder(k));
+        // MAE's position embedding is a fixed sin-cos table, optional in its files.
+        if !file.tensors.contains_key("pos_embed") {
+            let table = sincos_pos_embed(mae.embed_dim, mae.grid());
+            file.tensors.insert("pos_embed".into(), Tensor::f32(vec![1, mae.patches() + 1, mae.embed_dim], table));
+        }
+        (cfg, "MAE encoder (config metadata)".to_string())
+    } else {
+        let (cfg, heads_from) = infer_vit_config(&file, heads)?;
+        (cfg, format!("inferred from the tensor shapes; heads {heads_from}"))
+    };
+    file.check_names(&cfg.param_shapes(), |_| true)
+        .with_context(|| format!("{} does not fit a ViT with {source}: {cfg:?}", path.display()))?;
+    let norm = match file.metadata.get("normalize") {
+        Some(s) => serde_json::from_str(s).context("reading the model's `normalize` metadata")?,
+        None => Normalize::imagenet(cfg.in_chans),
+    };
+    if norm.mean.len() != cfg.in_chans || norm.std.len() != cfg.in_chans {
+        bail!("the model's normalisation has {} channel(s), its config {}", norm.mean.len(), cfg.in_chans);
+    }
+    Ok((VitModel { cfg, norm, source, prefix, ignored }, file))
+}
+
+/// The prefix in front of a backbone's timm names: "" for a plain state dict, else the one
+/// before some `…patch_embed.proj.weight`, a teacher's first (DINO visualises the teacher).
+fn backbone_prefix(file: &TensorFile) -> String {
+    const KEY: &str = "patch_embed.proj.weight";
+    if file.tensors.contains_key(KEY) {
+        return String::new();
+    }
+    let mut found: Vec<&str> = file.tensors.keys().filter_map(|k| k.strip_suffix(KEY)).collect();
+    found.sort_by_key(|p| (!p.contains("teacher"), p.len()));
+    found.first().map(|p| p.to_string()).unwrap_or_default()
+}
+
+/// `file` with `prefix` taken off the names under it; the others, left out, are returned.
+fn strip_prefix(mut file: TensorFile, prefix: &str) -> (TensorFile, Vec<String>) {
+    if prefix.is_empty() {
+        return (file, Vec::new());
+    }
+    let all = std::mem::take(&mut file.tensors);
+    let mut ignored = Vec::new();
+    for (name, t) in all {
+        match name.strip_prefix(prefix) {
+            Some(rest) => {
+                file.tensors.insert(rest.to_string(), t);
+            }
+            None => ignored.push(name),
+        }
+    }
+    (file, ignored)
+}
+
+/// A timm ViT's config from its tensors' shapes: `patch_embed.proj.weight [D, C, p, p]`,
+/// `pos_embed [1, 1 + g², D]` (so `img_size = g·p`), depth from the highest `blocks.N.`,
+/// the MLP width from `blocks.0.mlp.fc1.weight`, the qkv bias, a head and `fc_norm` (mean
+/// pooling) by presence. Heads cannot be seen in the shapes: `heads`, else `D / 64`.
+/// Returns the config and where its head count came from.
+pub fn infer_vit_config(file: &TensorFile, heads: Option<usize>) -> Result<(VitConfig, &'static str)> {
+    let shape = |name: &str| file.tensors.get(name).map(|t| t.shape.as_slice());
+    let Some(&[d, c, p, p2]) = shape("patch_embed.proj.weight") else {
+        let names: Vec<&str> = file.tensors.keys().take(5).map(|s| s.as_str()).collect();
+        bail!(
+            "no `patch_embed.proj.weight` of shape [embed_dim, in_chans, patch, patch], and no `vit_config` or \
+             `method` metadata: not a timm-named ViT (its first tensors: {})",
+            names.join(", ")
+        );
+    };
+    if p != p2 {
+        bail!("patches of {p}×{p2} pixels: only square patches are supported");
+    }
+    let n = match shape("pos_embed") {
+        Some(&[1, n, dd]) if dd == d => n,
+        other => bail!("`pos_embed` should have shape [1, 1 + grid², {d}], found {other:?}"),
+    };
+    let g = (1..n).find(|g| g * g >= n - 1).unwrap_or(0);
+    if n < 2 || g * g != n - 1 {
+        bail!(
+            "`pos_embed` has {n} rows, not a class token plus a square grid \
+             (models without a class-token position are not supported)"
+        );
+    }
+    let depth = file
+        .tensors
+        .keys()
+        .filter_map(|k| k.strip_prefix("blocks.")?.split('.').next()?.parse::<usize>().ok())
+        .max()
+        .context("no `blocks.N.` tensors")?
+        + 1;
+    let hidden = match shape("blocks.0.mlp.fc1.weight") {
+        Some(&[h, dd]) if dd == d && h > 0 => h,
+        other => bail!("`blocks.0.mlp.fc1.weight` should have shape [hidden, {d}], found {other:?}"),
+    };
+    let num_classes = match shape("head.weight") {
+        None => 0,
+        Some(&[k, dd]) if dd == d => k,
+        Some(s) => bail!("`head.weight` should have shape [classes, {d}], found {s:?}"),
+    };
+    let (num_heads, heads_from) = match heads {
+        Some(h) => (h, "from --heads"),
+        None if d.is_multiple_of(64) => (d / 64, "= embed_dim / 64"),
+        None => bail!("embed_dim {d} is not a multiple of 64, so the head count cannot be guessed: pass --heads"),
+    };
+    let cfg = VitConfig {
+        img_size: [g * p; 2],
+        patch_size: p,
+        in_chans: c,
+        embed_dim: d,
+        depth,
+        num_heads,
+        mlp_ratio: mlp_ratio(d, hidden),
+        qkv_bias: file.tensors.contains_key("blocks.0.attn.qkv.bias"),
+        num_classes,
+        global_pool: if file.tensors.contains_key("fc_norm.weight") { "avg" } else { "token" }.into(),
+        ..VitConfig::default()
+    };
+    cfg.validate().context("the inferred config")?;
+    Ok((cfg, heads_from))
+}
+
+/// The f32 ratio whose `(d · ratio) as usize` (timm's int(d · mlp_ratio)) gives `hidden`.
+fn mlp_ratio(d: usize, hidden: usize) -> f32 {
+    let mut r = hidden as f32 / d as f32;
+    for _ in 0..4 {
+        if (d as f32 * r) as usize >= hidden {
+            break;
+        }
+        r = f32::from_bits(r.to_bits() + 1);
+    }
+    r
+}
+
+// ---- the picture ----
+
+/// matplotlib's viridis at 0, 0.1, …, 1.
+const VIRIDIS: [[u8; 3]; 11] = [
+    [0x44, 0x01, 0x54],
+    [0x48, 0x24, 0x75],
+    [0x41, 0x44, 0x87],
+    [0x35, 0x5f, 0x8d],
+    [0x2a, 0x78, 0x8e],
+    [0x21, 0x91, 0x8c],
+    [0x22, 0xa8, 0x84],
+    [0x44, 0xbf, 0x70],
+    [0x7a, 0xd1, 0x51],
+    [0xbd, 0xdf, 0x26],
+    [0xfd, 0xe7, 0x25],
+];
+
+/// Viridis at `t` in [0, 1], as RGB in [0, 1].
+fn viridis(t: f32) -> [f32; 3] {
+    let x = t.clamp(0.0, 1.0) * 10.0;
+    let i = (x as usize).min(9);
+    let f = x - i as f32;
+    [0, 1, 2].map(|c| (VIRIDIS[i][c] as f32 * (1.0 - f) + VIRIDIS[i + 1][c] as f32 * f) / 255.0)
+}
+
+/// `map` scaled to [0, 1] by its own minimum and maximum (a flat map is 0.5 everywhere).
+fn min_max(map: &[f32]) -> Vec<f32> {
+    let (lo, hi) = map.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), v| (lo.min(*v), hi.max(*v)));
+    map.iter().map(|v| if hi > lo { (v - lo) / (hi - lo) } else { 0.5 }).collect()
+}
+
+/// The grid PNG (the tile order is [`TILES`]). `input` is the model's input (`img_size`),
+/// each tile is it scaled by `scale`; `maps` are the heads' maps then the mean, `[h·w]` each.
+fn render(
+    input: &DynamicImage,
+    patch: usize,
+    grid: [usize; 2],
+    maps: &[Vec<f32>],
+    mask: &[bool],
+    scale: u32,
+) -> RgbImage {
+    let base = input.to_rgb8();
+    let (w, h) = (base.width() * scale, base.height() * scale);
+    // pixel of a tile → (input pixel [0, 1] RGB, its grey, patch index, patch row, patch col)
+    let at = |tx: u32, ty: u32| {
+        let px = base.get_pixel(tx / scale, ty / scale).0.map(|v| v as f32 / 255.0);
+        let grey = 0.299 * px[0] + 0.587 * px[1] + 0.114 * px[2];
+        let (gy, gx) = ((ty / scale) as usize / patch, (tx / scale) as usize / patch);
+        (px, grey, gy * grid[1] + gx, gy, gx)
+    };
+    let mut tiles: Vec<RgbImage> = vec![RgbImage::from_fn(w, h, |x, y| Rgb(at(x, y).0.map(to_u8)))];
+    for map in maps {
+        let m = min_max(map);
+        tiles.push(RgbImage::from_fn(w, h, |x, y| {
+            let (_, grey, i, ..) = at(x, y);
+            let c = viridis(m[i]);
+            Rgb(c.map(|c| to_u8(0.6 * c + 0.4 * grey)))
+        }));
+    }
+    // the mask: an outline `edge` pixels wide inside kept patches where a neighbour is dropped
+    let patch_px = patch as u32 * scale;
+    let edge = (patch_px / 10).max(1);
+    let kept = |gy: isize, gx: isize| {
+        gy < 0
+            || gx < 0
+            || gy >= grid[0] as isize
+            || gx >= grid[1] as isize
+            || mask[gy as usize * grid[1] + gx as usize]
+    };
+    tiles.push(RgbImage::from_fn(w, h, |x, y| {
+        let (px, _, i, gy, gx) = at(x, y);
+        if !mask[i] {
+            return Rgb(px.map(|v| to_u8(0.45 * v + 0.55 * 0.5)));
+        }
+        let (ix, iy) = (x % patch_px, y % patch_px);
+        let (gy, gx) = (gy as isize, gx as isize);
+        let border = (ix < edge && !kept(gy, gx - 1))
+            || (ix >= patch_px - edge && !kept(gy, gx + 1))
+            || (iy < edge && !kept(gy - 1, gx))
+            || (iy >= patch_px - edge && !kept(gy + 1, gx));
+        if border {
+            Rgb([230, 40, 40])
+        } else {
+            Rgb(px.map(to_u8))
+        }
+    }));
+    let gap = 2u32;
+    let rows = tiles.len().div_ceil(8);
+    let cols = tiles.len().div_ceil(rows) as u32;
+    let mut out = RgbImage::from_pixel(cols * (w + gap) + gap, rows as u32 * (h + gap) + gap, Rgb([255; 3]));
+    for (k, tile) in tiles.iter().enumerate() {
+        let (c, r) = (k as u32 % cols, k as u32 / cols);
+        image::imageops::replace(&mut out, tile, (gap + c * (w + gap)) as i64, (gap + r * (h + gap)) as i64);
+    }
+    out
+}
+
+fn to_u8(v: f32) -> u8 {
+    (v.clamp(0.0, 1.0) * 255.0).round() as u8
+}
+
+/// Resize the shorter side and crop the centre to `[h, w]` (`data::fit` for squares).
+fn fit_to(img: &DynamicImage, [h, w]: [usize; 2]) -> DynamicImage {
+    if h == w {
+        return data::fit(img, h);
+    }
+    let (iw, ih) = (img.width() as f64, img.height() as f64);
+    let s = (w as f64 / iw).max(h as f64 / ih);
+    let (cw, ch) =
+        (((w as f64 / s).round() as u32).clamp(1, img.width()), ((h as f64 / s).round() as u32).clamp(1, img.height()));
+    img.crop_imm((img.width() - cw) / 2, (img.height() - ch) / 2, cw, ch).resize_exact(
+        w as u32,
+        h as u32,
+        FilterType::Triangle,
+    )
+}
+
+// ---- the command ----
+
+/// One layer's CLS → patch attention, `[heads, l]`, computed on a backend.
+struct Forward {
+    cfg: VitConfig,
+    file: TensorFile,
+    /// `[1, C, H, W]`, normalised.
+    x: Vec<f32>,
+    layer: usize,
+}
+
+impl OnBackend for Forward {
+    type Output = Result<(Vec<f32>, String)>;
+    fn run<B: Probe>(self, be: &B) -> Self::Output {
+        let vit = Vit::from_file(be, self.cfg, &self.file)?;
+        let saved = Backbone::forward(&vit, be, &be.upload(&self.x), 1);
+        let map = block_on(Backbone::attention(&vit, be, &saved, self.layer));
+        Ok((map.cls.context("the model has no class token")?, be.name()))
+    }
+}
+
+/// `--layer` as a block index: 0..depth, or −depth..−1 counted from the end.
+pub fn resolve_layer(layer: i64, depth: usize) -> Result<usize> {
+    let d = depth as i64;
+    match layer {
+        l if (0..d).contains(&l) => Ok(l as usize),
+        l if (-d..0).contains(&l) => Ok((d + l) as usize),
+        l => bail!(
+            "--layer {l} is out of range: the model has {depth} layer(s), \
+             so give 0..={} or -{depth}..=-1 (-1 = the last)",
+            d - 1
+        ),
+    }
+}
+
+/// One layer's maps for one image, on the patch grid (`[l]` each, raster order).
+pub struct Report {
+    pub vit: VitModel,
+    pub backend: String,
+    pub layer: usize,
+    /// `[heads][l]`: CLS → patch attention (each sums to 1 − the CLS's attention on itself).
+    pub heads: Vec<Vec<f32>>,
+    pub mean: Vec<f32>,
+    /// `[heads][l]`: DINO's 60%-mass masks.
+    pub masks: Vec<Vec<bool>>,
+    /// The 60%-mass mask of the mean map (the PNG's last tile).
+    pub mean_mask: Vec<bool>,
+}
+
+/// Run the model on the image; writes the PNG when `--out` is given.
+pub fn evaluate(args: &Args) -> Result<Report> {
+    let (vit, file) = load_vit(&args.model, args.heads)?;
+    let cfg = vit.cfg.clone();
+    let layer = resolve_layer(args.layer, cfg.depth)?;
+    let img = data::decode(&args.image)?;
+    if img.width() == 0 || img.height() == 0 {
+        bail!("{} is an empty image", args.image.display());
+    }
+    let input = fit_to(&DynamicImage::ImageRgb8(img.to_rgb8()), cfg.img_size);
+    let input = if cfg.in_chans == 1 { DynamicImage::ImageLuma8(input.to_luma8()) } else { input };
+    let mut x = Vec::new();
+    data::push_chw(&input, cfg.in_chans, &vit.norm, &mut x);
+    let (cls, backend) =
+        crate::train::with_compute_backend(args.backend, Forward { cfg: cfg.clone(), file, x, layer })??;
+
+    let (l, h) = (cfg.patches(), cfg.num_heads);
+    let heads: Vec<Vec<f32>> = cls.chunks(l).map(|c| c.to_vec()).collect();
+    let mean: Vec<f32> = (0..l).map(|i| heads.iter().map(|m| m[i]).sum::<f32>() / h as f32).collect();
+    let masks = heads.iter().map(|m| mass_mask(m, MASS)).collect();
+    let mean_mask = mass_mask(&mean, MASS);
+    if let Some(out) = &args.out {
+        let scale = 128u32.div_ceil(cfg.img_size[0].min(cfg.img_size[1]) as u32);
+        let maps: Vec<Vec<f32>> = heads.iter().chain([&mean]).cloned().collect();
+        render(&input, cfg.patch_size, cfg.grid(), &maps, &mean_mask, scale)
+            .save(out)
+            .with_context(|| format!("writing {}", out.display()))?;
+    }
+    Ok(Report { vit, backend, layer, heads, mean, masks, mean_mask })
+}
+
+impl Report {
+    pub fn to_json(&self, args: &Args) -> serde_json::Value {
+        let (v, [_, gw]) = (&self.vit, self.vit.cfg.grid());
+        // f32s as their shortest decimals, not their f64 expansions
+        let short = |x: f32| x.to_string().parse::<f64>().unwrap_or(f64::NAN);
+        let grid =
+            |m: &[f32]| -> Vec<Vec<f64>> { m.chunks(gw).map(|r| r.iter().map(|x| short(*x)).collect()).collect() };
+        let bits =
+            |m: &[bool]| -> Vec<Vec<u8>> { m.chunks(gw).map(|r| r.iter().map(|k| *k as u8).collect()).collect() };
+        json!({
+            "model": {
+                "path": args.model.display().to_string(),
+                "source": v.source,
+                "prefix": v.prefix,
+                "ignored_tensors": v.ignored.len(),
+                "config": v.cfg,
+                "normalize": {"mean": v.norm.mean, "std": v.norm.std},
+            },
+            "image": args.image.display().to_string(),
+            "backend": self.backend,
+            "layer": self.layer,
+            "layers": v.cfg.depth,
+            "grid": v.cfg.grid(),
+            "num_heads": self.heads.len(),
+            "threshold": MASS,
+            "cls_to_cls": self.heads.iter().map(|m| short(1.0 - m.iter().sum::<f32>())).collect::<Vec<_>>(),
+            "heads": self.heads.iter().map(|m| grid(m)).collect::<Vec<_>>(),
+            "mean": grid(&self.mean),
+            "masks": self.masks.iter().map(|m| bits(m)).collect::<Vec<_>>(),
+            "mean_mask": bits(&self.mean_mask),
+            "png": args.out.as_ref().map(|p| p.display().to_string()),
+        })
+    }
+
+    /// Per head (and the mean): the CLS → patch mass, the patches in the 60% mask, the peak.
+    pub fn print_table(&self, args: &Args) {
+        let (c, [gh, gw]) = (&self.vit.cfg, self.vit.cfg.grid());
+        println!(
+            "{} ({}): ViT {}×{}, patch {}, {} channel(s), width {}, depth {}, {} heads; on {}",
+            args.model.display(),
+            self.vit.source,
+            c.img_size[0],
+            c.img_size[1],
+            c.patch_size,
+            c.in_chans,
+            c.embed_dim,
+            c.depth,
+            c.num_heads,
+            self.backend
+        );
+        if !self.vit.ignored.is_empty() {
+            println!(
+                "left out {} tensor(s) that are not the ViT's, e.g. {}",
+                self.vit.ignored.len(),
+                self.vit.ignored[0]
+            );
+        }
+        println!("layer {} of 0..={}, patch grid {gh}×{gw}", self.layer, c.depth - 1);
+        println!("{:>6} {:>12} {:>12} {:>12}", "head", "CLS→patches", "60% mask", "peak (y, x)");
+        let row = |name: String, m: &[f32], mask: &[bool]| {
+            let peak = (0..m.len()).max_by(|a, b| m[*a].total_cmp(&m[*b])).unwrap_or(0);
+            let kept = format!("{}/{}", mask.iter().filter(|k| **k).count(), m.len());
+            let peak = format!("({}, {})", peak / gw, peak % gw);
+            println!("{name:>6} {:>12.4} {kept:>12} {peak:>12}", m.iter().sum::<f32>());
+        };
+        for (h, (m, mask)) in self.heads.iter().zip(&self.masks).enumerate() {
+            row(h.to_string(), m, mask);
+        }
+        row("mean".into(), &self.mean, &self.mean_mask);
+    }
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let report = evaluate(&args)?;
+    if args.json {
+        println!("{}", serde_json::to_string(&report.to_json(&args))?);
+    } else {
+        report.print_table(&args);
+        if let Some(out) = &args.out {
+            eprintln!("wrote {}", out.display());
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+    use patchwork_compute::methods::mae::Mae;
+    use patchwork_compute::rng::Rng;
+    use patchwork_compute::weights::Data;
+    use patchwork_compute::Cpu;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    fn args(extra: &[&str]) -> Args {
+        let mut argv = vec!["t", "--backend", "cpu"];
+        argv.extend(extra);
+        Cli::try_parse_from(argv).unwrap().args
+    }
+
+    fn kept(mask: &[bool]) -> Vec<usize> {
+        (0..mask.len()).filter(|i| mask[*i]).collect()
+    }
+
+    #[test]
+    fn mass_mask_keeps_the_largest_patches_holding_sixty_percent() {
+        // sorted ascending: 1/16 1/16 1/8 1/8 1/4 3/8 → cumulative 1/16 1/8 1/4 3/8 5/8 1;
+        // DINO keeps cum > 1 − 0.6: the 1/4 and the 3/8, which hold 5/8 of the mass
+        let attn = [0.375, 0.0625, 0.125, 0.0625, 0.25, 0.125];
+        assert_eq!(kept(&mass_mask(&attn, 0.6)), [0, 4]);
+        // unnormalised maps are normalised first, as DINO divides by the sum
+        assert_eq!(kept(&mass_mask(&attn.map(|v| v * 7.0), 0.6)), [0, 4]);
+        // 70%: cum > 0.3 adds one 1/8, the later in raster order (see the ties test)
+        assert_eq!(kept(&mass_mask(&attn, 0.7)), [0, 4, 5]);
+        // the largest patch is always kept, even with a tiny mass
+        assert_eq!(kept(&mass_mask(&[0.1, 0.7, 0.2], 0.01)), [1]);
+        assert_eq!(kept(&mass_mask(&[0.1, 0.7, 0.2], 1.0)), [0, 1, 2]);
+    }
+
+    #[test]
+    fn mass_mask_breaks_ties_in_raster_order() {
+        // all equal, 4 patches: cumulative 0.25 0.5 0.75 1 → the last three in raster order
+        assert_eq!(kept(&mass_mask(&[0.25; 4], 0.6)), [1, 2, 3]);
+        // 8 patches: 0.125 … 1 → the five with cumulative 0.5 and more
+        assert_eq!(kept(&mass_mask(&[3.0; 8], 0.6)), [3, 4, 5, 6, 7]);
+        // ties below the peak: of the four 0.125s, the later one completes the mass
+        assert_eq!(kept(&mass_mask(&[0.5, 0.125, 0.125, 0.125, 0.125], 0.6)), [0, 4]);
+        // no mass at all keeps nothing (DINO's 0/0 compares false)
+        assert_eq!(kept(&mass_mask(&[0.0; 3], 0.6)), Vec::<usize>::new());
+    }
+
+    #[test]
+    fn layers_count_from_either_end_and_out_of_range_names_the_range() {
+        assert_eq!(resolve_layer(0, 4).unwrap(), 0);
+        assert_eq!(resolve_layer(3, 4).unwrap(), 3);
+        assert_eq!(resolve_layer(-1, 4).unwrap(), 3);
+        assert_eq!(resolve_layer(-4, 4).unwrap(), 0);
+        for l in [4, -5] {
+            let e = resolve_layer(l, 4).unwrap_err().to_string();
+            assert!(e.contains("out of range") && e.contains("0..=3") && e.contains("-4..=-1"), "{e}");
+        }
+    }
+
+    fn tiny() -> VitConfig {
+        VitConfig {
+            img_size: [16, 16],
+            patch_size: 4,
+            in_chans: 3,
+            embed_dim: 16,
+            depth: 2,
+            num_heads: 2,
+            num_classes: 0,
+            ..VitConfig::default()
+        }
+    }
+
+    /// A ViT's timm-named tensors with random weights (large enough that heads differ).
+    fn vit_file(cfg: &VitConfig) -> TensorFile {
+        let vit = Vit::init(&Cpu, cfg.clone(), 0);
+        let mut file = block_on(vit.params.download(&Cpu, ""));
+        let mut rng = Rng::new(3);
+        for t in file.tensors.values_mut() {
+            if let Data::F32(v) = &mut t.data {
+                v.iter_mut().for_each(|x| *x = rng.normal() * 0.5);
+            }
+        }
+        file
+    }
+
+    #[test]
+    fn timm_shapes_give_the_config_back() {
+        for cfg in [
+            tiny(),
+            VitConfig { qkv_bias: false, num_classes: 5, mlp_ratio: 2.5, in_chans: 1, depth: 3, ..tiny() },
+            VitConfig { global_pool: "avg".into(), img_size: [24, 24], embed_dim: 128, num_heads: 2, ..tiny() },
+        ] {
+            let file = vit_file(&cfg);
+            let (got, from) = infer_vit_config(&file, Some(cfg.num_heads)).unwrap();
+            assert_eq!((&got, from), (&cfg, "from --heads"));
+            // without --heads: 64-wide heads where the width allows, else a request for --heads
+            match infer_vit_config(&file, None) {
+                Ok((got, from)) => assert_eq!((got.num_heads, from), (cfg.embed_dim / 64, "= embed_dim / 64")),
+                Err(e) => assert!(cfg.embed_dim % 64 != 0 && e.to_string().contains("pass --heads"), "{e}"),
+            }
+        }
+        let e = infer_vit_config(&TensorFile::default(), None).unwrap_err().to_string();
+        assert!(e.contains("not a timm-named ViT"), "{e}");
+    }
+
+    /// Write `file` under `dir` and return its path as a string.
+    fn save(dir: &Path, name: &str, file: &TensorFile) -> String {
+        let path = dir.join(name);
+        file.save(&path).unwrap();
+        path.to_str().unwrap().to_string()
+    }
+
+    fn photo(dir: &Path) -> String {
+        let path = dir.join("in.png");
+        RgbImage::from_fn(40, 30, |x, y| Rgb([(x * 6) as u8, (y * 8) as u8, ((x + y) * 3) as u8])).save(&path).unwrap();
+        path.to_str().unwrap().to_string()
+    }
+
+    /// The JSON's maps: finite, in (0, 1] per head, the mean their average, a mask per head.
+    fn check_maps(r: &serde_json::Value, heads: usize, grid: [usize; 2]) {
+        let flat = |v: &serde_json::Value| -> Vec<f64> {
+            v.as_array()
+                .unwrap()
+                .iter()
+                .flat_map(|row| row.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()))
+                .collect()
+        };
+        assert_eq!(r["grid"], json!(grid));
+        let maps: Vec<Vec<f64>> = r["heads"].as_array().unwrap().iter().map(flat).collect();
+        assert_eq!(maps.len(), heads);
+        for (h, m) in maps.iter().enumerate() {
+            assert_eq!(m.len(), grid[0] * grid[1]);
+            let sum: f64 = m.iter().sum();
+            assert!(m.iter().all(|v| v.is_finite() && *v >= 0.0) && sum > 0.0 && sum <= 1.0 + 1e-5, "head {h}: {m:?}");
+            let own = r["cls_to_cls"][h].as_f64().unwrap();
+            assert!((sum + own - 1.0).abs() < 1e-5, "head {h}: patches {sum} + CLS {own} != 1");
+            let mask = flat(&r["masks"][h]);
+            assert!(mask.iter().all(|k| *k == 0.0 || *k == 1.0) && mask.contains(&1.0), "head {h}: {mask:?}");
+        }
+        for (i, v) in flat(&r["mean"]).iter().enumerate() {
+            let avg = maps.iter().map(|m| m[i]).sum::<f64>() / heads as f64;
+            assert!((v - avg).abs() < 1e-6, "mean[{i}] = {v}, the heads' average {avg}");
+        }
+        assert!(flat(&r["mean_mask"]).contains(&1.0));
+    }
+
+    #[test]
+    fn a_plain_timm_checkpoint_gives_a_grid_png_and_json_maps() {
+        let dir = tempfile::tempdir().unwrap();
+        let model = save(dir.path(), "vit.safetensors", &vit_file(&tiny()));
+        let (img, out) = (photo(dir.path()), dir.path().join("att.png"));
+        let a = args(&["--model", &model, "--image", &img, "--out", out.to_str().unwrap(), "--heads", "2", "--json"]);
+        let r = evaluate(&a).unwrap().to_json(&a);
+        assert_eq!((r["layer"].as_u64(), r["layers"].as_u64()), (Some(1), Some(2)));
+        assert_eq!(r["model"]["source"], "inferred from the tensor shapes; heads from --heads");
+        check_maps(&r, 2, [4, 4]);
+        let png = image::open(&out).unwrap();
+        // 16 px inputs scaled ×8 to 128 px tiles: input, 2 heads, mean, mask in one row, 2 px gaps
+        assert_eq!((png.width(), png.height()), (5 * 130 + 2, 132));
+        // layer 0 differs from the last
+        let a0 = args(&["--model", &model, "--image", &img, "--json", "--heads", "2", "--layer", "-2"]);
+        let r0 = evaluate(&a0).unwrap().to_json(&a0);
+        assert_eq!(r0["layer"], 0);
+        assert_ne!(r0["heads"], r["heads"]);
+        // without --heads a 16-wide model cannot be guessed
+        let e = evaluate(&args(&["--model", &model, "--image", &img, "--json"])).err().unwrap();
+        assert!(format!("{e:#}").contains("pass --heads"), "{e:#}");
+    }
+
+    #[test]
+    fn vit_config_files_and_prefixed_checkpoints_load_with_their_extras_left_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let img = photo(dir.path());
+        let cfg = VitConfig { num_heads: 4, ..tiny() };
+        let mut file = vit_file(&cfg);
+        file.metadata.insert("vit_config".into(), serde_json::to_string(&cfg).unwrap());
+        file.metadata.insert("normalize".into(), r#"{"mean":[0.5,0.5,0.5],"std":[0.25,0.25,0.25]}"#.into());
+        file.tensors.insert("opt.m.cls_token".into(), Tensor::f32(vec![1, 1, 16], vec![0.0; 16]));
+        file.tensors.insert("dino_head.last_layer.weight".into(), Tensor::f32(vec![2, 16], vec![0.0; 32]));
+        let model = save(dir.path(), "dino.safetensors", &file);
+        let a = args(&["--model", &model, "--image", &img, "--json"]);
+        let r = evaluate(&a).unwrap();
+        assert_eq!((r.vit.source.as_str(), r.vit.ignored.len(), r.vit.norm.std[0]), ("vit_config metadata", 2, 0.25));
+        check_maps(&r.to_json(&a), 4, [4, 4]);
+        let e = evaluate(&args(&["--model", &model, "--image", &img, "--json", "--heads", "2"])).err().unwrap();
+        assert!(format!("{e:#}").contains("disagrees with the model's config (4 heads)"), "{e:#}");
+
+        // a DINO-style checkpoint: the teacher's backbone under a prefix, beside other modules
+        let mut both = TensorFile::default();
+        for (who, seed_shift) in [("teacher.backbone.", 0.0), ("student.module.backbone.", 1.0)] {
+            for (k, t) in vit_file(&tiny()).tensors {
+                let v = t.to_f32().iter().map(|x| x + seed_shift).collect();
+                both.tensors.insert(format!("{who}{k}"), Tensor::f32(t.shape.clone(), v));
+            }
+        }
+        both.tensors.insert("teacher.head.last_layer.weight".into(), Tensor::f32(vec![2, 16], vec![0.0; 32]));
+        let model = save(dir.path(), "full.safetensors", &both);
+        let (vit, file) = load_vit(Path::new(&model), Some(2)).unwrap();
+        assert_eq!((vit.prefix.as_str(), vit.cfg.clone()), ("teacher.backbone.", tiny()));
+        assert_eq!(vit.ignored.len(), both.tensors.len() - file.tensors.len());
+        assert_eq!(file.tensors["cls_token"], vit_file(&tiny()).tensors["cls_token"]);
+    }
+
+    #[test]
+    fn an_mae_model_is_read_as_its_encoder() {
+        let dir = tempfile::tempdir().unwrap();
+        let mae_cfg = MaeConfig {
+            img_size: 16,
+            patch_size: 4,
+            in_chans: 1,
+            embed_dim: 16,
+            depth: 2,
+            num_heads: 2,
+            decoder_embed_dim: 8,
+            decoder_depth: 1,
+            decoder_num_heads: 2,
+            ..MaeConfig::default()
+        };
+        let mae = Mae::init(&Cpu, mae_cfg.clone(), 0);
+        // as `train` writes it minus the fixed tables: pos_embed is rebuilt from the config
+        let mut file = block_on(mae.params.download(&Cpu, ""));
+        file.metadata.insert("method".into(), "mae".into());
+        file.metadata.insert("config".into(), serde_json::to_string(&mae_cfg).unwrap());
+        file.metadata.insert("normalize".into(), r#"{"mean":[0.286],"std":[0.353]}"#.into());
+        let model = save(dir.path(), "mae.safetensors", &file);
+        let img = photo(dir.path());
+        let out = dir.path().join("a.png");
+        let a = args(&["--model", &model, "--image", &img, "--out", out.to_str().unwrap(), "--layer", "0"]);
+        let r = evaluate(&a).unwrap();
+        assert_eq!((r.vit.cfg.in_chans, r.vit.cfg.num_heads, r.vit.cfg.mlp_ratio), (1, 2, 4.0));
+        assert!(r.vit.ignored.iter().all(|k| k.starts_with("decoder_") || k == "mask_token"), "{:?}", r.vit.ignored);
+        check_maps(&r.to_json(&a), 2, [4, 4]);
+        assert!(image::open(&out).is_ok());
+    }
+
+    #[test]
+    fn bad_inputs_are_refused_with_clear_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let model = save(dir.path(), "vit.safetensors", &vit_file(&tiny()));
+        let img = photo(dir.path());
+        let out = dir.path().join("o.png");
+        let text = dir.path().join("notes.txt");
+        std::fs::write(&text, "hello, I am text").unwrap();
+        let fail = |extra: &[&str]| {
+            let mut argv = vec!["--heads", "2", "--out", out.to_str().unwrap()];
+            argv.extend(extra);
+            format!("{:#}", evaluate(&args(&argv)).err().expect("an error"))
+        };
+        let e = fail(&["--model", &model, "--image", text.to_str().unwrap()]);
+        assert!(e.contains("not an image"), "{e}");
+        let e = fail(&["--model", text.to_str().unwrap(), "--image", &img]);
+        assert!(e.contains("loading model") && e.contains("not a valid safetensors file"), "{e}");
+        for layer in ["2", "-3"] {
+            let e = fail(&["--model", &model, "--image", &img, "--layer", layer]);
+            assert!(e.contains(&format!("--layer {layer} is out of range")) && e.contains("0..=1"), "{e}");
+        }
+        // a block missing one tensor, and a misshapen one
+        let mut file = vit_file(&tiny());
+        file.tensors.remove("blocks.1.norm2.bias");
+        let e = fail(&["--model", &save(dir.path(), "cut.safetensors", &file), "--image", &img]);
+        assert!(e.contains("missing 1 parameter(s): blocks.1.norm2.bias"), "{e}");
+        let mut file = vit_file(&tiny());
+        file.tensors.insert("blocks.0.attn.proj.bias".into(), Tensor::f32(vec![3], vec![0.0; 3]));
+        let e = fail(&["--model", &save(dir.path(), "bent.safetensors", &file), "--image", &img]);
+        assert!(e.contains("`blocks.0.attn.proj.bias` has shape [3]"), "{e}");
+        // a tensor timm's ViT does not have (e.g. DINOv2's LayerScale) is not ignored
+        let mut file = vit_file(&tiny());
+        file.tensors.insert("blocks.0.ls1.gamma".into(), Tensor::f32(vec![16], vec![1.0; 16]));
+        let e = fail(&["--model", &save(dir.path(), "ls.safetensors", &file), "--image", &img]);
+        assert!(e.contains("unexpected tensor(s) for this model: blocks.0.ls1.gamma"), "{e}");
+        assert!(!out.exists());
+    }
+
+    #[test]
+    fn many_heads_wrap_the_grid_into_rows_of_at_most_eight() {
+        let input = DynamicImage::ImageRgb8(RgbImage::new(8, 8));
+        let maps = vec![vec![0.5; 4]; 13];
+        let png = render(&input, 4, [2, 2], &maps, &[true, false, false, true], 2);
+        // 1 + 12 heads + mean + mask = 15 tiles of 16 px: two rows of 8
+        assert_eq!((png.width(), png.height()), (8 * 18 + 2, 2 * 18 + 2));
+    }
+
+    #[test]
+    fn inputs_are_fitted_to_square_and_oblong_models() {
+        let img = DynamicImage::ImageRgb8(RgbImage::new(40, 30));
+        for ([h, w], size) in [([16, 16], (16, 16)), ([8, 16], (16, 8)), ([24, 8], (8, 24))] {
+            let f = fit_to(&img, [h, w]);
+            assert_eq!((f.width(), f.height()), size);
+        }
+    }
+}
