@@ -26,6 +26,7 @@ use crate::data::{Augment, DataSpec, Dataset, Normalize, Sampler};
 use crate::progress::Progress;
 
 pub mod dino;
+pub mod ibot;
 pub mod mae;
 
 /// The self-supervised methods `train` knows.
@@ -36,6 +37,8 @@ pub enum Method {
     Mae,
     /// Self-distillation with no labels (Caron et al. 2021): multi-crop, EMA teacher.
     Dino,
+    /// iBOT (Zhou et al. 2022): DINO's [CLS] loss plus masked image modelling on patch tokens.
+    Ibot,
 }
 
 impl Method {
@@ -43,6 +46,7 @@ impl Method {
         match self {
             Method::Mae => "mae",
             Method::Dino => "dino",
+            Method::Ibot => "ibot",
         }
     }
 }
@@ -114,6 +118,8 @@ pub struct Args {
     pub mae: mae::MaeArgs,
     #[command(flatten)]
     pub dino: dino::DinoArgs,
+    #[command(flatten)]
+    pub ibot: ibot::IbotArgs,
     #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
     pub backend: BackendChoice,
     /// No progress output.
@@ -164,7 +170,8 @@ impl Schedule {
         }
         let fashion = spec.default_channels() == 1;
         let method = a.method.context("--method is required")?;
-        let dino = method == Method::Dino;
+        // iBOT keeps DINO's optimiser settings
+        let dino = matches!(method, Method::Dino | Method::Ibot);
         Ok(Schedule {
             method,
             steps,
@@ -227,7 +234,7 @@ impl Schedule {
             beta2: self.beta2,
             eps: 1e-8,
             clip: self.clip,
-            clip_per_param: self.method == Method::Dino,
+            clip_per_param: matches!(self.method, Method::Dino | Method::Ibot),
         }
     }
 }
@@ -255,6 +262,10 @@ pub trait Trainer<B: Backend> {
     fn config_json(&self) -> String;
     /// More metadata for the model file (e.g. the backbone's `vit_config`).
     fn model_metadata(&self) -> Vec<(String, String)> {
+        Vec::new()
+    }
+    /// The last step's loss terms besides the total, for the log (iBOT's `cls`, `patch`).
+    fn loss_terms(&self) -> Vec<(&'static str, f64)> {
         Vec::new()
     }
 }
@@ -289,6 +300,7 @@ struct Run {
     resume: Option<(TensorFile, usize, [u64; 4], f64)>,
     mae: Option<patchwork_compute::methods::mae::MaeConfig>,
     dino: Option<dino::DinoRun>,
+    ibot: Option<ibot::IbotRun>,
     norm: Normalize,
 }
 
@@ -368,9 +380,24 @@ pub fn train(args: Args) -> Result<String> {
         }),
         _ => None,
     };
+    let ibot = match schedule.method {
+        Method::Ibot => Some(match &resume {
+            Some((file, ..)) => serde_json::from_str(meta(file, "config")?).context("the checkpoint's iBOT config")?,
+            None => ibot::IbotRun::from_args(
+                &args.mae,
+                &args.dino,
+                &args.ibot,
+                &spec,
+                schedule.in_chans,
+                data.len(),
+                schedule.batch,
+            )?,
+        }),
+        _ => None,
+    };
     let norm = data.norm.clone();
     let backend = args.backend;
-    with_compute_backend(backend, Run { args, schedule, data, resume, mae, dino, norm })?
+    with_compute_backend(backend, Run { args, schedule, data, resume, mae, dino, ibot, norm })?
 }
 
 /// [`with_backend`], except that `auto` passes over a software GPU adapter (lavapipe,
@@ -410,6 +437,15 @@ impl OnBackend for Run {
                 let mut trainer = match &self.resume {
                     Some((file, ..)) => dino::DinoTrainer::from_checkpoint(be, run, file, steps, wd)?,
                     None => dino::DinoTrainer::new(be, run, self.schedule.seed, steps, wd),
+                };
+                train_loop(be, &mut trainer, self)
+            }
+            Method::Ibot => {
+                let run = self.ibot.clone().expect("an iBOT run has an iBOT config");
+                let (steps, wd) = (self.schedule.steps, self.schedule.weight_decay);
+                let mut trainer = match &self.resume {
+                    Some((file, ..)) => ibot::IbotTrainer::from_checkpoint(be, run, file, steps, wd)?,
+                    None => ibot::IbotTrainer::new(be, run, self.schedule.seed, steps, wd),
                 };
                 train_loop(be, &mut trainer, self)
             }
@@ -502,8 +538,11 @@ fn train_loop<B: Probe>(be: &B, trainer: &mut dyn Trainer<B>, run: Run) -> Resul
         let ips = s.batch as f64 / t.elapsed().as_secs_f64();
         ips_avg = if step == start { ips } else { 0.95 * ips_avg + 0.05 * ips };
         if let Some(f) = log.as_mut() {
-            let line = json!({ "step": step + 1, "loss": loss, "lr": lr, "images_per_s": ips,
+            let mut line = json!({ "step": step + 1, "loss": loss, "lr": lr, "images_per_s": ips,
                 "elapsed_s": elapsed_before + t0.elapsed().as_secs_f64() });
+            for (term, value) in trainer.loss_terms() {
+                line[term] = json!(value);
+            }
             writeln!(f, "{line}")?;
         }
         progress.update((step + 1) as u64, &format!("loss {loss:.4} lr {lr:.2e} {ips_avg:.0} img/s"));
@@ -642,10 +681,23 @@ mod tests {
         "8",
     ];
 
+    /// DINO's micro flags with iBOT's method and masking (every global crop masked).
+    fn ibot_micro() -> Vec<&'static str> {
+        let mut v = DINO_MICRO.to_vec();
+        v[1] = "ibot";
+        v.extend(["--pred-ratio", "0.3", "--pred-ratio-var", "0.2", "--lambda2", "0.5"]);
+        v
+    }
+
     #[test]
     fn resumed_training_is_bit_identical_to_an_uninterrupted_run() {
-        for method in ["mae", "dino"] {
-            let method_args: &[&str] = if method == "dino" { &DINO_MICRO } else { &[] };
+        for method in ["mae", "dino", "ibot"] {
+            let ibot = ibot_micro();
+            let method_args: &[&str] = match method {
+                "dino" => &DINO_MICRO,
+                "ibot" => &ibot,
+                _ => &[],
+            };
             resume_matches(method, method_args);
         }
     }
@@ -709,6 +761,16 @@ mod tests {
             patchwork_compute::Vit::from_file(&patchwork_compute::Cpu, cfg, &model).unwrap();
             let ckpt = TensorFile::load(&dir.path().join("a.ckpt.safetensors")).unwrap();
             assert!(ckpt.tensors.contains_key("center") && ckpt.tensors.contains_key("student_head.mlp.0.weight"));
+            if method == "ibot" {
+                // the student's mask token and the patch centre; the model is the teacher, without it
+                assert!(ckpt.tensors.contains_key("student.masked_embed") && ckpt.tensors.contains_key("center_patch"));
+                assert!(!model.tensors.contains_key("masked_embed"));
+                let log = std::fs::read_to_string(dir.path().join("a.jsonl")).unwrap();
+                let line: serde_json::Value = serde_json::from_str(log.lines().last().unwrap()).unwrap();
+                let (cls, patch) = (line["cls"].as_f64().unwrap(), line["patch"].as_f64().unwrap());
+                assert!(cls > 0.0 && patch > 0.0, "{line}");
+                assert!((cls + patch - line["loss"].as_f64().unwrap()).abs() < 1e-9, "{line}");
+            }
         }
         assert!(!model.tensors.keys().any(|k| k.starts_with("opt.")));
         let train: serde_json::Value = serde_json::from_str(&model.metadata["train"]).unwrap();

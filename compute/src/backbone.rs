@@ -6,7 +6,9 @@
 //!
 //! [`Vit`] is adapted without changing it: the pooled and token views are gathers of its
 //! `features`, and their gradients scatter back into a `dfeatures` for [`Vit::backward`];
-//! for avg pooling the mean and `fc_norm` are recomputed here so `dpooled` can enter.
+//! for avg pooling the mean and `fc_norm` are recomputed here so `dpooled` can enter. A
+//! masked forward (iBOT's student, [`Vit::forward_masked`]) gets the same views from
+//! [`Vit::views`], and the same backward.
 use std::future::Future;
 
 use crate::backend::{Backend, Matmul, Strides, NO_ROW};
@@ -179,6 +181,26 @@ impl<B: Backend> Vit<B> {
             beta: 0.0,
         }
     }
+
+    /// The backbone views of a forward (e.g. iBOT's masked one, [`Vit::forward_masked`]);
+    /// [`Backbone::backward`] takes them back through it.
+    pub fn views(&self, be: &B, fwd: VitForward<B>) -> VitSaved<B> {
+        let batch = fwd.batch;
+        let (l, d) = (self.cfg.patches(), self.cfg.embed_dim);
+        let tokens = be.alloc(batch * l * d);
+        be.gather_rows(&fwd.features, &be.upload_u32(&self.row_map(batch, false)), None, &tokens, batch * l, d);
+        let pooled = be.alloc(batch * d);
+        let mean = if self.avg() {
+            let mean = be.alloc(batch * d);
+            be.matmul(&self.mean_mm(batch), &be.upload(&vec![1.0 / l as f32; l]), &tokens, None, &mean);
+            let saved = self.fc_norm(&self.params).forward(be, &mean, &pooled, batch);
+            Some((mean, saved))
+        } else {
+            be.gather_rows(&fwd.features, &be.upload_u32(&self.row_map(batch, true)), None, &pooled, batch, d);
+            None
+        };
+        VitSaved { fwd, pooled, tokens, mean }
+    }
 }
 
 impl<B: Backend> Backbone<B> for Vit<B> {
@@ -196,21 +218,7 @@ impl<B: Backend> Backbone<B> for Vit<B> {
         self.cfg.depth
     }
     fn forward(&self, be: &B, x: &B::Buf, batch: usize) -> VitSaved<B> {
-        let fwd = Vit::forward(self, be, x, batch);
-        let (l, d) = (self.cfg.patches(), self.cfg.embed_dim);
-        let tokens = be.alloc(batch * l * d);
-        be.gather_rows(&fwd.features, &be.upload_u32(&self.row_map(batch, false)), None, &tokens, batch * l, d);
-        let pooled = be.alloc(batch * d);
-        let mean = if self.avg() {
-            let mean = be.alloc(batch * d);
-            be.matmul(&self.mean_mm(batch), &be.upload(&vec![1.0 / l as f32; l]), &tokens, None, &mean);
-            let saved = self.fc_norm(&self.params).forward(be, &mean, &pooled, batch);
-            Some((mean, saved))
-        } else {
-            be.gather_rows(&fwd.features, &be.upload_u32(&self.row_map(batch, true)), None, &pooled, batch, d);
-            None
-        };
-        VitSaved { fwd, pooled, tokens, mean }
+        self.views(be, Vit::forward(self, be, x, batch))
     }
     fn pooled<'a>(&self, saved: &'a VitSaved<B>) -> &'a B::Buf {
         &saved.pooled

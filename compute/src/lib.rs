@@ -12,6 +12,7 @@ pub mod fixture;
 pub mod gpu;
 pub mod heads;
 pub mod layers;
+pub mod masking;
 pub mod methods;
 pub mod model_file;
 pub mod ops;

@@ -4,9 +4,13 @@
 //! exact GELU, LayerNorm eps 1e-6, then `norm` and CLS pooling (`global_pool='token'`) or
 //! mean pooling of patch tokens and `fc_norm` (`global_pool='avg'`), and a linear head.
 //! Parameters carry timm's names; a `state_dict()` saved as safetensors loads unchanged.
+//!
+//! iBOT's student adds one parameter, `masked_embed` `[1, D]`: with a [`PatchMask`] the
+//! forward replaces the masked patches' embeddings by it, after the patch embedding and
+//! before the class token and the position embeddings (bytedance/ibot `prepare_tokens`).
 use serde::{Deserialize, Serialize};
 
-use crate::backend::{Backend, Matmul, PatchOrder, Strides};
+use crate::backend::{Backend, Matmul, PatchOrder, Strides, NO_ROW};
 use crate::layers::{LayerNorm, Linear, NormSaved};
 use crate::params::Params;
 use crate::rng::Rng;
@@ -203,10 +207,44 @@ impl<B: Backend> Parts<B> {
     }
 }
 
+/// iBOT's learned mask token: its name in the student's parameters (as in bytedance/ibot's
+/// backbone) and its shape `[1, D]`. Models without it load and save under timm's names.
+pub const MASKED_EMBED: &str = "masked_embed";
+
+/// Which patches a forward replaces by `masked_embed`, as two row maps over the
+/// `[batch · L]` patch embeddings (a gather with the token as its fill, and its complement).
+pub struct PatchMask<B: Backend> {
+    /// `[batch · L]` u32: the row itself where kept, [`NO_ROW`] where masked.
+    keep: B::Buf,
+    /// `[batch · L]` u32: the row itself where masked, [`NO_ROW`] where kept.
+    masked: B::Buf,
+    rows: usize,
+}
+
+impl<B: Backend> Clone for PatchMask<B> {
+    fn clone(&self) -> Self {
+        PatchMask { keep: self.keep.clone(), masked: self.masked.clone(), rows: self.rows }
+    }
+}
+
+impl<B: Backend> PatchMask<B> {
+    /// `mask: [batch, L]`, 1 where the patch is masked, 0 where it is seen (raster order of
+    /// the patch grid, as iBOT's `[B, H, W]` boolean masks flattened).
+    pub fn new(be: &B, mask: &[f32]) -> Self {
+        let rows = mask.len();
+        let pick = |masked: bool| -> Vec<u32> {
+            mask.iter().enumerate().map(|(r, m)| if (*m != 0.0) == masked { r as u32 } else { NO_ROW }).collect()
+        };
+        PatchMask { keep: be.upload_u32(&pick(false)), masked: be.upload_u32(&pick(true)), rows }
+    }
+}
+
 /// A forward pass: its outputs, and everything its backward needs.
 pub struct VitForward<B: Backend> {
     pub batch: usize,
     patches: B::Buf,
+    /// The patch mask of a masked forward (iBOT's student).
+    mask: Option<PatchMask<B>>,
     pub blocks: Vec<BlockSaved<B>>,
     /// The last block's output `[batch, tokens, dim]`.
     x_final: B::Buf,
@@ -255,6 +293,13 @@ impl<B: Backend> Vit<B> {
         Vit { cfg, params }
     }
 
+    /// The model with iBOT's `masked_embed` `[1, D]` added, zero as bytedance/ibot starts it.
+    pub fn with_masked_embed(mut self, be: &B) -> Self {
+        let d = self.cfg.embed_dim;
+        self.params.push(MASKED_EMBED, vec![1, d], be.alloc(d));
+        self
+    }
+
     /// Load timm-named weights; names the missing, unexpected or misshapen tensors.
     /// Tensors under `input.`/`expect.` (fixtures) are ignored.
     pub fn from_file(be: &B, cfg: VitConfig, file: &TensorFile) -> Result<Self, WeightsError> {
@@ -265,6 +310,12 @@ impl<B: Backend> Vit<B> {
 
     /// `x: [batch, in_chans, h, w]` → features, pooled output and logits.
     pub fn forward(&self, be: &B, x: &B::Buf, batch: usize) -> VitForward<B> {
+        self.forward_masked(be, x, batch, None)
+    }
+
+    /// [`Vit::forward`] with the `mask`ed patches' embeddings replaced by `masked_embed`
+    /// (which the parameters must then hold): iBOT's `x.permute(0, 2, 3, 1)[mask] = masked_embed`.
+    pub fn forward_masked(&self, be: &B, x: &B::Buf, batch: usize, mask: Option<&PatchMask<B>>) -> VitForward<B> {
         let cfg = &self.cfg;
         let w = Parts::bind(cfg, &self.params);
         let (l, n, d) = (cfg.patches(), cfg.tokens(), cfg.embed_dim);
@@ -272,8 +323,15 @@ impl<B: Backend> Vit<B> {
         let e = w.patch.inp;
         let patches = be.alloc(batch * l * e);
         be.patchify_forward(x, &patches, batch, cfg.in_chans, h, wd, cfg.patch_size, PatchOrder::ChannelFirst);
-        let embedded = be.alloc(batch * l * d);
+        let mut embedded = be.alloc(batch * l * d);
         w.patch.forward(be, &patches, &embedded, batch * l);
+        if let Some(m) = mask {
+            assert_eq!(m.rows, batch * l, "the patch mask is [batch, patches]");
+            let token = self.params.try_get(MASKED_EMBED).expect("a masked forward needs the `masked_embed` parameter");
+            let replaced = be.alloc(batch * l * d);
+            be.gather_rows(&embedded, &m.keep, Some(token), &replaced, batch * l, d);
+            embedded = replaced;
+        }
         let xs = be.alloc(batch * n * d);
         be.cls_pos_forward(&embedded, &w.cls, &w.pos, &xs, batch, l, d);
 
@@ -298,7 +356,8 @@ impl<B: Backend> Vit<B> {
             }
             logits
         });
-        VitForward { batch, patches, blocks, x_final: xs, features, norm_saved, pooled_mean, pooled, logits }
+        let mask = mask.cloned();
+        VitForward { batch, patches, mask, blocks, x_final: xs, features, norm_saved, pooled_mean, pooled, logits }
     }
 
     /// Backward of [`Vit::forward`]: adds parameter gradients into `grads` (same names as
@@ -359,8 +418,16 @@ impl<B: Backend> Vit<B> {
 
         backward_blocks(be, &w.blocks, &g.blocks, &fwd.blocks, &dx, batch, n);
 
-        let dembedded = be.alloc(batch * l * d);
+        let mut dembedded = be.alloc(batch * l * d);
         be.cls_pos_backward(&dx, &dembedded, &g.cls, Some(&g.pos), batch, l, d);
+        if let Some(m) = &fwd.mask {
+            // masked rows feed the token (its gradient sums them), kept rows the embedding
+            let (dmasked, dkept) = (be.alloc(batch * l * d), be.alloc(batch * l * d));
+            be.gather_rows(&dembedded, &m.masked, None, &dmasked, batch * l, d);
+            be.sum_rows(&dmasked, grads.get(MASKED_EMBED), batch * l, d);
+            be.gather_rows(&dembedded, &m.keep, None, &dkept, batch * l, d);
+            dembedded = dkept;
+        }
         let dpatches = dimg.map(|_| be.alloc(batch * l * w.patch.inp));
         w.patch.backward(be, &dembedded, &fwd.patches, &g.patch, dpatches.as_ref(), batch * l);
         if let (Some(dimg), Some(dp)) = (dimg, &dpatches) {
@@ -475,6 +542,73 @@ mod tests {
                 assert_close_f64(&format!("{pool}: d {}", p.name), &g, &fd, 2e-3, 2e-2);
             }
         }
+    }
+
+    /// iBOT's masked forward: the image's and `masked_embed`'s gradients against finite
+    /// differences, with some patches of each image masked and one image not at all.
+    #[test]
+    fn masked_embed_and_input_gradients_match_finite_differences() {
+        let be = Cpu;
+        let model = Vit::init(&be, micro("token", true), 0).with_masked_embed(&be);
+        randomise(&be, &model, 20);
+        let (batch, l) = (3, model.cfg.patches());
+        let mut mask = vec![0.0; batch * l];
+        for r in [0, 4, 5, l + 2] {
+            mask[r] = 1.0;
+        }
+        let x = randn(batch * 2 * 8 * 12, 4);
+        let w = randn(batch * model.cfg.tokens() * 8, 5);
+        let loss_of = |model: &Vit<Cpu>, x: &[f32]| {
+            let pm = PatchMask::new(&be, &mask);
+            let fwd = model.forward_masked(&be, &be.upload(x), batch, Some(&pm));
+            weighted_sum(&crate::block_on(be.read(&fwd.features)), &w)
+        };
+        let pm = PatchMask::new(&be, &mask);
+        let fwd = model.forward_masked(&be, &be.upload(&x), batch, Some(&pm));
+        let grads = model.params.zeros_like(&be);
+        let dimg = be.alloc(x.len());
+        model.backward(&be, &fwd, None, Some(&be.upload(&w)), &grads, Some(&dimg));
+
+        let fd_x = finite_diff(&x, 1e-2, |x| loss_of(&model, x));
+        let dx = crate::block_on(be.read(&dimg));
+        assert_close_f64("d input", &dx, &fd_x, 2e-3, 2e-2);
+        // a masked patch's pixels do not reach the output
+        let patch_pixels = |img: usize, p: usize| {
+            let [gw, ps] = [3, 4];
+            let (py, px) = (p / gw, p % gw);
+            (0..2).flat_map(move |c| {
+                (0..ps).flat_map(move |i| (0..ps).map(move |j| ((img * 2 + c) * 8 + py * ps + i) * 12 + px * ps + j))
+            })
+        };
+        assert!(patch_pixels(0, 4).all(|i| dx[i] == 0.0), "masked patch 4 of image 0 has a gradient");
+        assert!(patch_pixels(2, 4).any(|i| dx[i] != 0.0), "image 2 is not masked");
+
+        let token = model.params.get(MASKED_EMBED);
+        let t0 = crate::block_on(be.read(token));
+        let fd = finite_diff(&t0, 1e-2, |t| {
+            be.write(token, t);
+            loss_of(&model, &x)
+        });
+        be.write(token, &t0);
+        assert_close_f64("d masked_embed", &crate::block_on(be.read(grads.get(MASKED_EMBED))), &fd, 2e-3, 2e-2);
+        let pw = crate::block_on(be.read(grads.get("patch_embed.proj.weight")));
+        assert!(pw.iter().any(|v| *v != 0.0));
+    }
+
+    /// Without a mask, or with nothing masked, the output is the plain forward's.
+    #[test]
+    fn an_empty_mask_changes_nothing() {
+        let be = Cpu;
+        let model = Vit::init(&be, micro("token", true), 1).with_masked_embed(&be);
+        randomise(&be, &model, 30);
+        let x = be.upload(&randn(2 * 2 * 8 * 12, 6));
+        let plain = crate::block_on(be.read(&model.forward(&be, &x, 2).features));
+        let pm = PatchMask::new(&be, &vec![0.0; 2 * model.cfg.patches()]);
+        let masked = crate::block_on(be.read(&model.forward_masked(&be, &x, 2, Some(&pm)).features));
+        assert_eq!(plain, masked);
+        // the parameter list is timm's plus the token, last
+        assert_eq!(model.params.list.len(), model.cfg.param_shapes().len() + 1);
+        assert_eq!(model.params.list.last().unwrap().name, MASKED_EMBED);
     }
 
     #[test]

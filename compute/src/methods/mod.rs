@@ -2,5 +2,6 @@
 //! optimiser, schedules). Each reads like its paper's pseudo-code.
 pub mod dino;
 pub mod dino_train;
+pub mod ibot_train;
 pub mod mae;
 pub mod supervised;
