@@ -136,6 +136,62 @@ mod reconstruct {
         assert!(e.contains("not an image"), "{e}");
     }
 
+    /// A blob the browser encodes from a drawn canvas (`type` e.g. "image/jpeg").
+    async fn canvas_blob(width: u32, height: u32, mime: &str, draw: &str) -> web_sys::Blob {
+        let js = format!(
+            "(async () => {{ const c = document.createElement('canvas'); c.width = {width}; c.height = {height};
+               const g = c.getContext('2d'); {draw}
+               return await new Promise(r => c.toBlob(r, '{mime}', 0.9)); }})()"
+        );
+        let promise: js_sys::Promise = js_sys::eval(&js).unwrap().unchecked_into();
+        wasm_bindgen_futures::JsFuture::from(promise).await.unwrap().unchecked_into()
+    }
+
+    /// A 6000×4000 JPEG: decoded and downscaled by the browser (`createImageBitmap`) to 512 px
+    /// on the shorter side, while a 5 ms timer on the page keeps firing (its longest gap is
+    /// how long the page was frozen).
+    #[wasm_bindgen_test]
+    async fn a_6000_by_4000_jpeg_is_downscaled_without_freezing_the_page() {
+        let draw = "const gr = g.createLinearGradient(0, 0, 6000, 4000); gr.addColorStop(0, '#203080');
+                    gr.addColorStop(1, '#f0c040'); g.fillStyle = gr; g.fillRect(0, 0, 6000, 4000);
+                    g.fillStyle = '#c03020'; g.fillRect(2000, 1000, 2000, 2000);";
+        let jpeg = canvas_blob(6000, 4000, "image/jpeg", draw).await;
+        console_log!("6000×4000 JPEG: {} bytes", jpeg.size());
+        js_sys::eval(
+            "window.__gap = 0; window.__last = performance.now();
+             window.__timer = setInterval(() => { const n = performance.now();
+               window.__gap = Math.max(window.__gap, n - window.__last); window.__last = n; }, 5);",
+        )
+        .unwrap();
+        let t0 = js_sys::Date::now();
+        let pic = decode_image(&jpeg, "huge.jpg").await.unwrap();
+        let took = js_sys::Date::now() - t0;
+        let gap = js_sys::eval("clearInterval(window.__timer); window.__gap").unwrap().as_f64().unwrap();
+        console_log!("decoded to {}×{} in {took:.0} ms; longest timer gap {gap:.0} ms", pic.width, pic.height);
+        assert_eq!((pic.width, pic.height), (768, 512));
+        // the red square sits in the middle
+        let mid = ((256 * 768 + 384) * 4) as usize;
+        assert!(pic.rgba[mid] > 150 && pic.rgba[mid + 1] < 90, "{:?}", &pic.rgba[mid..mid + 4]);
+        assert!(gap < 500.0, "the page was frozen for {gap:.0} ms while decoding");
+    }
+
+    /// A PNG with a transparent half keeps its alpha when decoded, and the model sees the
+    /// transparent pixels as white (composited, as the CLI drops alpha of opaque images).
+    #[wasm_bindgen_test]
+    async fn alpha_is_kept_and_composited_over_white() {
+        let png = canvas_blob(40, 40, "image/png", "g.fillStyle = '#000'; g.fillRect(0, 0, 20, 40);").await;
+        let pic = decode_image(&png, "half.png").await.unwrap();
+        assert_eq!(pic.rgba[3], 255);
+        assert_eq!(pic.rgba[(30 * 4 + 3) as usize], 0, "right half is transparent");
+        let model = parse_model(MODEL).unwrap();
+        let x = model_input(&pic, &model.cfg, &model.norm);
+        let white = model.norm.apply(0, 1.0);
+        let black = model.norm.apply(0, 0.0);
+        let s = model.cfg.img_size;
+        assert!((x[s / 2 * s + s - 2] - white).abs() < 0.05, "{} vs white {white}", x[s / 2 * s + s - 2]);
+        assert!((x[s / 2 * s + 1] - black).abs() < 0.05, "{} vs black {black}", x[s / 2 * s + 1]);
+    }
+
     #[wasm_bindgen_test]
     async fn grey_png_decodes_to_equal_channels() {
         let pic = decode_image(&blob(TEST_0, "image/png"), "t0.png").await.unwrap();
