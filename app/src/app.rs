@@ -2,6 +2,7 @@
 //! the current page. Page and settings live in the URL (see [`crate::settings`]).
 use leptos::prelude::*;
 
+use crate::attention::page::AttentionPage;
 use crate::device_panel::DeviceBadge;
 use crate::engine::BackendKind;
 use crate::probe::{self, Device, Report};
@@ -89,10 +90,7 @@ pub fn App() -> impl IntoView {
         <main>
             {move || match page.get() {
                 Page::Reconstruct => view! { <ReconstructPage backend /> }.into_any(),
-                Page::Attention => view! {
-                    <NotYet page=Page::Attention note="Attention maps of a trained ViT are not available yet: they arrive in a later version." />
-                }
-                .into_any(),
+                Page::Attention => view! { <AttentionPage backend /> }.into_any(),
                 Page::Train => view! {
                     <NotYet page=Page::Train note="Training in the browser is not available yet; use `patchwork train` on the command line for now." />
                 }

@@ -260,3 +260,215 @@ mod reconstruct {
         assert_eq!(auto_backend(&report(Device::Cpu { reason: "none".into() })), BackendKind::Cpu);
     }
 }
+
+mod attention {
+    use super::*;
+    use patchwork_app::attention::compute::VitEngine;
+    use patchwork_app::attention::page::{Analysis, AttentionView};
+    use patchwork_app::attention::{model_input, parse_vit, tile_scale};
+    use patchwork_app::browser::decode_image;
+    use patchwork_app::engine::BackendKind;
+    use patchwork_app::reconstruct::Picture;
+    use patchwork_compute::attention::{cls_maps, mass_mask, patch_row, MASS};
+    use patchwork_compute::AttentionMap;
+    use std::sync::Arc;
+
+    const MODEL: &[u8] = include_bytes!("../../assets/models/mae-fashion-mnist.safetensors");
+    const TEST_0: &[u8] = include_bytes!("../../assets/models/fashion-mnist-test-0.png");
+
+    fn blob(bytes: &[u8]) -> web_sys::Blob {
+        let parts = js_sys::Array::of1(&js_sys::Uint8Array::from(bytes));
+        let opts = web_sys::BlobPropertyBag::new();
+        opts.set_type("image/png");
+        web_sys::Blob::new_with_u8_array_sequence_and_options(&parts, &opts).unwrap()
+    }
+
+    /// 2 heads on a 2×2 grid, `depth` layers; head 1 looks at patch 3, head 0 at patch 0.
+    fn toy(depth: usize) -> Analysis {
+        let (heads, l) = (2, 4);
+        let map = AttentionMap {
+            batch: 1,
+            heads,
+            grid: [2, 2],
+            // [1, heads, l, l]: every patch looks mostly at itself
+            patches: (0..heads * l * l).map(|i| if (i / l) % l == i % l { 0.7 } else { 0.1 }).collect(),
+            cls: Some(vec![0.5, 0.2, 0.1, 0.1, 0.05, 0.05, 0.1, 0.7]),
+        };
+        let seen =
+            Picture::new(8, 8, (0..64).flat_map(|i| [(i * 4) as u8, (i * 4) as u8, (i * 4) as u8, 255]).collect());
+        Analysis { label: "toy".into(), patch_size: 4, grid: [2, 2], scale: 4, seen, maps: Arc::new(vec![map; depth]) }
+    }
+
+    #[wasm_bindgen_test]
+    fn mass_mask_and_map_extraction_run_in_the_browser() {
+        let a = toy(1);
+        let m = cls_maps(&a.maps[0], 0, MASS).unwrap();
+        assert_eq!(m.heads[1], [0.05, 0.05, 0.1, 0.7]);
+        assert_eq!(m.mean, [0.275, 0.125, 0.1, 0.4]);
+        // head 1: 0.7 of 0.9 is 78% ≥ 60% → patch 3 alone
+        assert_eq!(m.masks[1], [false, false, false, true]);
+        assert_eq!(m.mean_mask, mass_mask(&m.mean, MASS));
+        assert_eq!(m.mean_mask, [true, false, false, true]);
+        let (heads, mean) = patch_row(&a.maps[0], 0, 2);
+        assert_eq!(heads[0], [0.1, 0.1, 0.7, 0.1]);
+        assert_eq!(mean, [0.1, 0.1, 0.7, 0.1]);
+    }
+
+    fn count(host: &web_sys::HtmlElement, selector: &str) -> u32 {
+        host.query_selector_all(selector).unwrap().length()
+    }
+
+    /// Click `canvas` at `(x, y)` CSS pixels from its top-left corner, as a mouse would.
+    fn click(canvas: &web_sys::Element, x: f64, y: f64) {
+        let f = js_sys::Function::new_with_args(
+            "el, x, y",
+            "const r = el.getBoundingClientRect();
+             el.dispatchEvent(new MouseEvent('click', { bubbles: true, clientX: r.left + x, clientY: r.top + y }));",
+        );
+        f.call3(&wasm_bindgen::JsValue::NULL, canvas, &x.into(), &y.into()).unwrap();
+    }
+
+    async fn tick() {
+        patchwork_app::engine::next_tick().await;
+    }
+
+    #[wasm_bindgen_test]
+    async fn view_shows_a_tile_per_head_the_mean_and_the_mask_and_a_clicked_patchs_attention() {
+        let analysis = RwSignal::new(Some(toy(3)));
+        let (layer, mass, query) = (RwSignal::new(None), RwSignal::new(MASS), RwSignal::new(None));
+        let host = mount(move || view! { <AttentionView analysis layer mass query /> });
+        tick().await;
+        assert_eq!(count(&host, "[data-testid=tile-input] canvas"), 1);
+        assert_eq!(count(&host, "[data-testid=tile-head] canvas"), 2);
+        assert_eq!(count(&host, "[data-testid=tile-mean] canvas"), 1);
+        assert_eq!(count(&host, "[data-testid=tile-mask] canvas"), 1);
+        // 8 px input × scale 4: 32 px tiles
+        let canvas = host.query_selector("[data-testid=tile-mean] canvas").unwrap().unwrap();
+        assert_eq!(canvas.get_attribute("width").as_deref(), Some("32"));
+        // three layers, the last shown by default
+        assert_eq!(count(&host, "[data-testid=layer-select] option"), 3);
+        let tiles = host.query_selector("[data-testid=attention-tiles]").unwrap().unwrap();
+        assert_eq!(tiles.get_attribute("data-layer").as_deref(), Some("2"));
+        assert!(testid(&host, "tile-mask").contains("2/4 patches"), "{}", testid(&host, "tile-mask"));
+        assert_eq!(count(&host, "[data-testid=patch-view]"), 0);
+
+        // a click on the bottom-right quarter of the mean tile picks patch 3
+        click(&canvas, 24.0, 24.0);
+        tick().await;
+        assert_eq!(query.get_untracked(), Some(3));
+        assert_eq!(count(&host, "[data-testid=patch-tile-head] canvas"), 2);
+        assert_eq!(count(&host, "[data-testid=patch-tile-mean] canvas"), 1);
+        assert!(testid(&host, "patch-label").contains("row 1, column 1"), "{}", testid(&host, "patch-label"));
+        assert!(testid(&host, "patch-view").contains("70% on itself"), "{}", testid(&host, "patch-view"));
+
+        // a higher threshold keeps more patches; clear hides the patch view
+        mass.set(0.95);
+        tick().await;
+        assert!(
+            testid(&host, "tile-mask").contains("95%-mass mask of the mean: 4/4"),
+            "{}",
+            testid(&host, "tile-mask")
+        );
+        let clear: web_sys::HtmlElement =
+            host.query_selector("[data-testid=patch-clear]").unwrap().unwrap().unchecked_into();
+        clear.click();
+        tick().await;
+        assert_eq!(count(&host, "[data-testid=patch-view]"), 0);
+    }
+
+    /// `patchwork attention --model assets/models/mae-fashion-mnist.safetensors
+    ///  --image assets/models/fashion-mnist-test-0.png --backend cpu --json`: the last
+    /// layer's mean map (7×7) and the 60%-mass mask of it.
+    const CLI_MEAN: [f32; 49] = [
+        0.0024025554,
+        0.0033769042,
+        0.0056440183,
+        0.01338517,
+        0.008391342,
+        0.0033470104,
+        0.003444182,
+        0.0021960489,
+        0.0020681631,
+        0.0031491597,
+        0.013015135,
+        0.011931623,
+        0.009400907,
+        0.0074097635,
+        0.004210584,
+        0.004217423,
+        0.012536266,
+        0.009039507,
+        0.026743755,
+        0.029124316,
+        0.08654129,
+        0.01185009,
+        0.016515737,
+        0.008604532,
+        0.011218694,
+        0.004596751,
+        0.0020857435,
+        0.0050474927,
+        0.003020157,
+        0.003141872,
+        0.0020806505,
+        0.0031321202,
+        0.0030891486,
+        0.0012955221,
+        0.0015348756,
+        0.042037502,
+        0.060501132,
+        0.08089483,
+        0.11373783,
+        0.048830003,
+        0.16763926,
+        0.06292168,
+        0.002415688,
+        0.006047191,
+        0.017971294,
+        0.02912901,
+        0.012157201,
+        0.0046266457,
+        0.0031682758,
+    ];
+    const CLI_MEAN_MASK: [usize; 7] = [20, 36, 37, 38, 39, 40, 41];
+
+    /// The page's maps on `kind` against the CLI's, to 1e-4 relative (1e-7 absolute).
+    async fn matches_the_cli(kind: BackendKind) {
+        let (model, file) = parse_vit(MODEL).unwrap();
+        assert_eq!(model.source, "MAE encoder (config metadata)");
+        assert_eq!(tile_scale(&model.cfg), 5);
+        let pic = decode_image(&blob(TEST_0), "t0.png").await.unwrap();
+        let input = model_input(&pic, &model.cfg, &model.norm);
+        let engine = VitEngine::load(model, &file, kind).await.unwrap();
+        let maps = engine.attention(&input.x).await;
+        assert_eq!(maps.len(), 4);
+        let m = cls_maps(&maps[3], 0, MASS).unwrap();
+        for (i, (got, want)) in m.mean.iter().zip(CLI_MEAN).enumerate() {
+            assert!((got - want).abs() <= 1e-4 * want + 1e-7, "{kind:?} mean[{i}]: page {got}, CLI {want}");
+        }
+        let kept: Vec<usize> = (0..49).filter(|i| m.mean_mask[*i]).collect();
+        assert_eq!(kept, CLI_MEAN_MASK, "{kind:?}");
+        console_log!("{kind:?}: mean[40] {} (CLI {})", m.mean[40], CLI_MEAN[40]);
+    }
+
+    #[wasm_bindgen_test]
+    async fn cpu_backend_in_the_browser_gives_the_clis_maps() {
+        matches_the_cli(BackendKind::Cpu).await;
+    }
+
+    #[wasm_bindgen_test]
+    async fn webgpu_backend_in_the_browser_gives_the_clis_maps() {
+        if let Err(e) = probe::gpu().await {
+            assert!(!require_gpu(), "PATCHWORK_REQUIRE_GPU=1 but {e}");
+            console_log!("skipped: {e}");
+            return;
+        }
+        matches_the_cli(BackendKind::WebGpu).await;
+    }
+
+    #[wasm_bindgen_test]
+    fn a_file_that_is_not_a_vit_is_refused_by_name() {
+        let e = parse_vit(b"these are notes, not tensors").err().unwrap();
+        assert!(e.starts_with("not a safetensors model"), "{e}");
+    }
+}

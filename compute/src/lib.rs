@@ -4,6 +4,7 @@
 // Reference code indexes like the math it transcribes (llm.c style), and ops take their
 // sizes as plain arguments.
 #![allow(clippy::needless_range_loop, clippy::too_many_arguments)]
+pub mod attention;
 pub mod augment;
 pub mod backbone;
 pub mod backend;

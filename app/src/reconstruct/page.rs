@@ -11,20 +11,11 @@ use leptos::task::spawn_local;
 use super::{cell_size, grid, model_input, panel, parse_model, Panel, Picture};
 use crate::browser;
 use crate::engine::{BackendKind, Engine, Row};
+use crate::image_source::ImageSource;
 use crate::settings::{SettingsCtx, RATIO_MAX, RATIO_MIN};
 
 /// The grid's fixed rows; the slider's ratio is the last row.
 pub const RATIOS: [f64; 4] = [0.25, 0.5, 0.75, 0.9];
-
-/// Bundled images: `(label, url)`.
-pub const GALLERY: [(&str, &str); 6] = [
-    ("ankle boot (Fashion-MNIST test 0)", "models/fashion-mnist-test-0.png"),
-    ("pullover (Fashion-MNIST test 1)", "models/fashion-mnist-test-1.png"),
-    ("cat (held out)", "photos/heldout/chelsea.jpg"),
-    ("rocket (held out)", "photos/heldout/rocket.jpg"),
-    ("astronaut", "photos/train/astronaut.jpg"),
-    ("coffee", "photos/train/coffee.jpg"),
-];
 
 #[derive(Clone, Debug, PartialEq)]
 enum Status {
@@ -97,27 +88,6 @@ pub fn ReconstructPage(backend: Signal<Option<BackendKind>>) -> impl IntoView {
     let done_for = RwSignal::new(String::new());
     let generation = Rc::new(Cell::new(0u64));
 
-    let load = move |name: String, blob: web_sys::Blob| {
-        spawn_local(async move {
-            match browser::decode_image(&blob, &name).await {
-                Ok(pic) => {
-                    upload_error.set(None);
-                    picture.set(Some((name, pic)));
-                }
-                Err(e) => upload_error.set(Some(e)),
-            }
-        })
-    };
-    let load_url = move |label: String, url: &'static str| {
-        spawn_local(async move {
-            match browser::fetch_blob(url).await {
-                Ok(blob) => load(label, blob),
-                Err(e) => upload_error.set(Some(e)),
-            }
-        })
-    };
-    load_url(GALLERY[0].0.to_string(), GALLERY[0].1);
-
     // Recompute whenever the model, the image, the seed or the slider changes; a newer
     // request makes an older one stop between rows.
     Effect::new(move |_| {
@@ -162,27 +132,6 @@ pub fn ReconstructPage(backend: Signal<Option<BackendKind>>) -> impl IntoView {
             }
         });
     });
-
-    let on_file = move |ev: leptos::ev::Event| {
-        let input: web_sys::HtmlInputElement = event_target(&ev);
-        if let Some(file) = input.files().and_then(|f| f.get(0)) {
-            load(file.name(), file.into());
-        }
-        input.set_value("");
-    };
-    let on_drop = move |ev: leptos::ev::DragEvent| {
-        ev.prevent_default();
-        if let Some(file) = ev.data_transfer().and_then(|d| d.files()).and_then(|f| f.get(0)) {
-            load(file.name(), file.into());
-        }
-    };
-    let paste = window_event_listener(leptos::ev::paste, move |ev| {
-        if let Some(file) = ev.clipboard_data().and_then(|d| d.files()).and_then(|f| f.get(0)) {
-            ev.prevent_default();
-            load(if file.name().is_empty() { "pasted image".into() } else { file.name() }, file.into());
-        }
-    });
-    on_cleanup(move || paste.remove());
 
     let engine_line = move || match engine.get() {
         None | Some(None) => view! { <p class="muted" data-testid="model-status">"Loading the model…"</p> }.into_any(),
@@ -249,30 +198,7 @@ pub fn ReconstructPage(backend: Signal<Option<BackendKind>>) -> impl IntoView {
                 </label>
                 {engine_line}
             </div>
-            <div class="sources">
-                <div class="gallery" data-testid="gallery">
-                    {GALLERY
-                        .into_iter()
-                        .map(|(label, url)| {
-                            view! {
-                                <button class="thumb" title=label on:click=move |_| load_url(label.to_string(), url)>
-                                    <img src=url alt=label />
-                                </button>
-                            }
-                        })
-                        .collect_view()}
-                </div>
-                <label
-                    class="drop"
-                    data-testid="drop-zone"
-                    on:dragover=|ev: leptos::ev::DragEvent| ev.prevent_default()
-                    on:drop=on_drop
-                >
-                    "Drop an image here, paste one, or "
-                    <span class="link">"choose a file"</span>
-                    <input type="file" accept="image/*" data-testid="file-input" on:change=on_file />
-                </label>
-            </div>
+            <ImageSource picture error=upload_error />
             {move || model_error.get().map(|e| view! { <p class="error" data-testid="model-error">{e}</p> })}
             {move || upload_error.get().map(|e| view! { <p class="error" data-testid="upload-error">{e}</p> })}
             <div class="controls">
