@@ -5,6 +5,7 @@ mod attention;
 mod backend;
 mod bench;
 mod data;
+mod eval;
 mod info;
 mod progress;
 mod reconstruct;
@@ -32,6 +33,8 @@ enum Command {
     Reconstruct(reconstruct::Args),
     /// Each head's CLS attention over an image, their mean and DINO's 60%-mass mask (PNG or JSON).
     Attention(attention::Args),
+    /// Frozen-feature evaluation of a ViT: DINO's kNN and a linear probe, beside baselines.
+    Eval(eval::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -42,5 +45,6 @@ fn main() -> anyhow::Result<()> {
         Command::Train(a) => train::run(*a),
         Command::Reconstruct(a) => reconstruct::run(a),
         Command::Attention(a) => attention::run(a),
+        Command::Eval(a) => eval::run(a),
     }
 }

@@ -9,6 +9,7 @@ pub mod augment;
 pub mod backbone;
 pub mod backend;
 pub mod cpu;
+pub mod eval;
 pub mod fixture;
 pub mod gpu;
 pub mod heads;
