@@ -40,13 +40,13 @@ pub struct Args {
     #[arg(long)]
     pub model: PathBuf,
     /// The image (any size and format the decoder reads; resized and centre-cropped).
-    #[arg(long)]
-    pub image: PathBuf,
+    #[arg(long, required_unless_present = "objects")]
+    pub image: Option<PathBuf>,
     /// The attention layer (block), from 0; negative counts from the end (-1 = the last).
     #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
     pub layer: i64,
     /// The PNG grid (see below for the tiles).
-    #[arg(long, required_unless_present = "json")]
+    #[arg(long, required_unless_present_any = ["json", "objects"])]
     pub out: Option<PathBuf>,
     /// Print the maps on the patch grid as JSON (one line): per head, the mean, and the 60% masks.
     #[arg(long)]
@@ -58,6 +58,16 @@ pub struct Args {
     pub heads: Option<usize>,
     #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
     pub backend: BackendChoice,
+    /// Instead of one image, score whether attention finds objects: `fashion-mnist` (its
+    /// test images; the object is every pixel brighter than 10% grey on the black ground) or
+    /// a folder of `NAME.png|jpg` with `NAME.mask.png` (white = object). Per image: the IoU
+    /// of each head's 60%-mass mask with the object's patches, the best head's, the mean
+    /// map's, and a centred Gaussian blob's (the baseline).
+    #[arg(long)]
+    pub objects: Option<String>,
+    /// Images of --objects to score (the first N).
+    #[arg(long, default_value_t = 200)]
+    pub count: usize,
 }
 
 // ---- loading a ViT ----
@@ -160,6 +170,8 @@ fn fit_to(img: &DynamicImage, [h, w]: [usize; 2]) -> DynamicImage {
 
 // ---- the command ----
 
+mod objects;
+
 /// One layer's attention map, computed on a backend.
 struct Forward {
     cfg: VitConfig,
@@ -211,9 +223,10 @@ pub fn evaluate(args: &Args) -> Result<Report> {
     let (vit, file) = load_vit(&args.model, args.heads)?;
     let cfg = vit.cfg.clone();
     let layer = resolve_layer(args.layer, cfg.depth)?;
-    let img = data::decode(&args.image)?;
+    let path = args.image.as_ref().context("give --image")?;
+    let img = data::decode(path)?;
     if img.width() == 0 || img.height() == 0 {
-        bail!("{} is an empty image", args.image.display());
+        bail!("{} is an empty image", path.display());
     }
     let input = fit_to(&DynamicImage::ImageRgb8(img.to_rgb8()), cfg.img_size);
     let input = if cfg.in_chans == 1 { DynamicImage::ImageLuma8(input.to_luma8()) } else { input };
@@ -251,7 +264,7 @@ impl Report {
                 "config": v.cfg,
                 "normalize": {"mean": v.norm.mean, "std": v.norm.std},
             },
-            "image": args.image.display().to_string(),
+            "image": args.image.as_ref().map(|p| p.display().to_string()),
             "backend": self.backend,
             "layer": self.layer,
             "layers": v.cfg.depth,
@@ -306,6 +319,13 @@ impl Report {
 }
 
 pub fn run(args: Args) -> Result<()> {
+    if args.objects.is_some() {
+        let r = objects::score(&args)?;
+        if args.json {
+            println!("{}", serde_json::to_string(&r)?);
+        }
+        return Ok(());
+    }
     let report = evaluate(&args)?;
     if args.json {
         println!("{}", serde_json::to_string(&report.to_json(&args))?);
@@ -562,5 +582,37 @@ mod tests {
             let f = fit_to(&img, [h, w]);
             assert_eq!((f.width(), f.height()), size);
         }
+    }
+
+    #[test]
+    fn objects_mode_scores_each_image_against_its_mask_and_the_blob() {
+        let dir = tempfile::tempdir().unwrap();
+        let model = save(dir.path(), "vit.safetensors", &vit_file(&tiny()));
+        let objs = dir.path().join("objects");
+        std::fs::create_dir(&objs).unwrap();
+        for (i, (x0, x1)) in [(0u32, 8u32), (8, 16)].into_iter().enumerate() {
+            RgbImage::from_fn(16, 16, |x, y| Rgb([(x * 9) as u8, (y * 9) as u8, 99]))
+                .save(objs.join(format!("{i}.png")))
+                .unwrap();
+            image::GrayImage::from_fn(16, 16, |x, _| image::Luma([if (x0..x1).contains(&x) { 255 } else { 0 }]))
+                .save(objs.join(format!("{i}.mask.png")))
+                .unwrap();
+        }
+        std::fs::write(objs.join("notes.txt"), "no mask beside me").unwrap();
+        let a = args(&["--model", &model, "--heads", "2", "--objects", objs.to_str().unwrap(), "--json"]);
+        let r = objects::score(&a).unwrap();
+        assert_eq!(r["images"], 2);
+        let rows = r["per_image"].as_array().unwrap();
+        for row in rows {
+            let heads: Vec<f64> = row["heads"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+            assert_eq!(heads.len(), 2);
+            assert!(heads.iter().all(|v| (0.0..=1.0).contains(v)));
+            assert_eq!(row["best"].as_f64().unwrap(), heads.iter().cloned().fold(0.0, f64::max));
+        }
+        // the blob covers the centre columns: a half-image object on either side overlaps it equally
+        assert_eq!(rows[0]["blob"], rows[1]["blob"]);
+        let empty = tempfile::tempdir().unwrap();
+        let a = args(&["--model", &model, "--heads", "2", "--objects", empty.path().to_str().unwrap()]);
+        assert!(objects::score(&a).unwrap_err().to_string().contains("NAME.mask.png"));
     }
 }

@@ -347,6 +347,47 @@ fn mlp_ratio(d: usize, hidden: usize) -> f32 {
     r
 }
 
+// ---- does attention find the object? ----
+
+/// The patches an object covers: patch `(gy, gx)` is the object's when at least half of its
+/// pixels are. `pixels: [h·w]` (h = grid[0]·patch), true on the object.
+pub fn object_patches(pixels: &[bool], grid: [usize; 2], patch: usize) -> Vec<bool> {
+    let w = grid[1] * patch;
+    assert_eq!(pixels.len(), grid[0] * patch * w, "object mask size");
+    (0..grid[0] * grid[1])
+        .map(|i| {
+            let (gy, gx) = (i / grid[1], i % grid[1]);
+            let on =
+                (0..patch * patch).filter(|k| pixels[(gy * patch + k / patch) * w + gx * patch + k % patch]).count();
+            2 * on >= patch * patch
+        })
+        .collect()
+}
+
+/// Intersection over union of two patch masks (1 when both are empty).
+pub fn iou(a: &[bool], b: &[bool]) -> f32 {
+    let inter = a.iter().zip(b).filter(|(x, y)| **x && **y).count();
+    let union = a.iter().zip(b).filter(|(x, y)| **x || **y).count();
+    if union == 0 {
+        1.0
+    } else {
+        inter as f32 / union as f32
+    }
+}
+
+/// The baseline "attention" of a model that always looks at the centre: a Gaussian blob on
+/// the grid, σ a quarter of each side.
+pub fn centred_blob(grid: [usize; 2]) -> Vec<f32> {
+    let (cy, cx) = ((grid[0] as f32 - 1.0) / 2.0, (grid[1] as f32 - 1.0) / 2.0);
+    let (sy, sx) = ((grid[0] as f32 / 4.0).max(0.5), (grid[1] as f32 / 4.0).max(0.5));
+    (0..grid[0] * grid[1])
+        .map(|i| {
+            let (y, x) = ((i / grid[1]) as f32, (i % grid[1]) as f32);
+            (-0.5 * (((y - cy) / sy).powi(2) + ((x - cx) / sx).powi(2))).exp()
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -528,5 +569,23 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn object_patches_iou_and_the_centre_blob() {
+        // a 4×4 image in 2×2 patches, the object the left column of patches plus one pixel
+        let mut px = vec![false; 16];
+        for y in 0..4 {
+            px[y * 4] = true;
+            px[y * 4 + 1] = true;
+        }
+        px[2 * 4 + 3] = true;
+        assert_eq!(object_patches(&px, [2, 2], 2), [true, false, true, false]);
+        assert_eq!(iou(&[true, false, true, false], &[true, true, false, false]), 1.0 / 3.0);
+        assert_eq!(iou(&[false; 4], &[false; 4]), 1.0);
+        let blob = centred_blob([5, 5]);
+        assert_eq!((0..25).max_by(|a, b| blob[*a].total_cmp(&blob[*b])), Some(12));
+        let m = mass_mask(&blob, MASS);
+        assert!(m[12] && !m[0] && !m[24], "{m:?}");
     }
 }
