@@ -15,8 +15,20 @@ use super::{fit_to, load_vit, resolve_layer, Args};
 use crate::backend::{OnBackend, Probe};
 use crate::data;
 
-/// Images and their object masks (true = object), at any size.
-fn load_objects(src: &str, count: usize) -> Result<(String, Vec<(String, DynamicImage, image::GrayImage)>)> {
+/// A named image and its object mask (white = object).
+type Item = (String, DynamicImage, image::GrayImage);
+
+/// One image's scores: name, each head's IoU, the best head's, the mean map's, the blob's.
+struct Scores {
+    name: String,
+    heads: Vec<f32>,
+    best: f32,
+    mean_map: f32,
+    blob: f32,
+}
+
+/// Images and their object masks, at any size, and the source's name.
+fn load_objects(src: &str, count: usize) -> Result<(String, Vec<Item>)> {
     let mut out = Vec::new();
     if src == "fashion-mnist" {
         let set = data::load_idx(&data::fashion_mnist_dir(), "test")?;
@@ -114,7 +126,13 @@ pub fn score(args: &Args) -> Result<Value> {
             let obj = &objects[k];
             let heads: Vec<f32> = c.masks.iter().map(|m| iou(m, obj)).collect();
             let best = heads.iter().cloned().fold(0.0f32, f32::max);
-            rows.push((items[k].0.clone(), heads, best, iou(&c.mean_mask, obj), iou(&blob, obj)));
+            rows.push(Scores {
+                name: items[k].0.clone(),
+                heads,
+                best,
+                mean_map: iou(&c.mean_mask, obj),
+                blob: iou(&blob, obj),
+            });
             k += 1;
         }
     }
@@ -144,6 +162,9 @@ pub fn score(args: &Args) -> Result<Value> {
         "mean_iou_centred_blob": blob_iou,
         "best_head_beats_blob": beats,
         "mean_iou_per_head": per_head,
-        "per_image": rows.iter().map(|r| json!({"image": r.0, "heads": r.1, "best": r.2, "mean_map": r.3, "blob": r.4})).collect::<Vec<_>>(),
+        "per_image": rows
+            .iter()
+            .map(|r| json!({"image": r.name, "heads": r.heads, "best": r.best, "mean_map": r.mean_map, "blob": r.blob}))
+            .collect::<Vec<_>>(),
     }))
 }
