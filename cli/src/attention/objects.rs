@@ -137,11 +137,12 @@ pub fn score(args: &Args) -> Result<Value> {
         }
     }
     let n = rows.len() as f64;
-    let mean = |f: &dyn Fn(&(String, Vec<f32>, f32, f32, f32)) -> f64| rows.iter().map(f).sum::<f64>() / n;
-    let hit = mean(&|r| (r.2 >= 0.5) as u8 as f64);
-    let (best, mean_map, blob_iou) = (mean(&|r| r.2 as f64), mean(&|r| r.3 as f64), mean(&|r| r.4 as f64));
-    let beats = mean(&|r| (r.2 > r.4) as u8 as f64);
-    let per_head: Vec<f64> = (0..cfg.num_heads).map(|h| rows.iter().map(|r| r.1[h] as f64).sum::<f64>() / n).collect();
+    let mean = |f: &dyn Fn(&Scores) -> f64| rows.iter().map(f).sum::<f64>() / n;
+    let hit = mean(&|r| (r.best >= 0.5) as u8 as f64);
+    let (best, mean_map, blob_iou) = (mean(&|r| r.best as f64), mean(&|r| r.mean_map as f64), mean(&|r| r.blob as f64));
+    let beats = mean(&|r| (r.best > r.blob) as u8 as f64);
+    let per_head: Vec<f64> =
+        (0..cfg.num_heads).map(|h| rows.iter().map(|r| r.heads[h] as f64).sum::<f64>() / n).collect();
     if !args.json {
         println!("{} on {name}: {} images, layer {layer}, {} backend", args.model.display(), rows.len(), backend);
         println!("images where some head's 60% mask overlaps the object with IoU >= 0.5: {:.1}%", 100.0 * hit);
