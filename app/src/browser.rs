@@ -41,6 +41,18 @@ pub async fn blob_bytes(blob: &web_sys::Blob) -> Result<Vec<u8>, String> {
     Ok(js_sys::Uint8Array::new(&buf).to_vec())
 }
 
+/// The bundled models, from `models.txt` (written by Trunk's post-build hook): one
+/// `NAME.safetensors METHOD` per line (the method may be missing): `(name, method)`.
+pub fn parse_models_list(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .filter_map(|l| {
+            let mut parts = l.split_whitespace();
+            let name = parts.next().filter(|n| n.ends_with(".safetensors"))?;
+            Some((name.to_string(), parts.next().unwrap_or("").to_string()))
+        })
+        .collect()
+}
+
 pub async fn fetch_text(url: &str) -> Result<String, String> {
     let text = JsFuture::from(fetch(url).await?.text().map_err(js_error)?).await.map_err(js_error)?;
     text.as_string().ok_or_else(|| format!("{url}: not text"))

@@ -118,6 +118,15 @@ mod reconstruct {
     }
 
     #[wasm_bindgen_test]
+    fn the_models_list_gives_names_and_methods() {
+        let list = "dino-fashion-mnist.safetensors dino\nmae-photos.safetensors mae\nold.safetensors\nREADME.md\n\n";
+        let got = patchwork_app::browser::parse_models_list(list);
+        let want =
+            [("dino-fashion-mnist.safetensors", "dino"), ("mae-photos.safetensors", "mae"), ("old.safetensors", "")];
+        assert_eq!(got, want.map(|(a, b)| (a.to_string(), b.to_string())));
+    }
+
+    #[wasm_bindgen_test]
     fn grid_has_one_row_per_ratio_with_four_canvases() {
         let rows = RwSignal::new(vec![row(0.25), row(0.5), row(0.75)]);
         let host = mount(move || view! { <ReconGrid rows done_for="test".to_string() /> });

@@ -55,9 +55,7 @@ pub fn AttentionPage(backend: Signal<Option<BackendKind>>) -> impl IntoView {
     let SettingsCtx(settings) = expect_context();
     let models = LocalResource::new(|| async {
         let list = browser::fetch_text("models.txt").await?;
-        Ok::<_, String>(
-            list.lines().map(str::trim).filter(|l| l.ends_with(".safetensors")).map(String::from).collect::<Vec<_>>(),
-        )
+        Ok::<_, String>(browser::parse_models_list(&list).into_iter().map(|(name, _)| name).collect::<Vec<_>>())
     });
     let model_name = Memo::new(move |_| {
         let chosen = settings.with(|s| s.model.clone());

@@ -31,7 +31,11 @@ pub fn ReconstructPage(backend: Signal<Option<BackendKind>>) -> impl IntoView {
     let models = LocalResource::new(|| async {
         let list = browser::fetch_text("models.txt").await?;
         Ok::<_, String>(
-            list.lines().map(str::trim).filter(|l| l.ends_with(".safetensors")).map(String::from).collect::<Vec<_>>(),
+            browser::parse_models_list(&list)
+                .into_iter()
+                .filter(|(_, method)| method.is_empty() || method == "mae")
+                .map(|(name, _)| name)
+                .collect::<Vec<_>>(),
         )
     });
     let model_name = Memo::new(move |_| {

@@ -1,5 +1,5 @@
 //! The Attention page, served from the release build, in headless Chromium: the bundled
-//! Fashion-MNIST MAE on the default image gives a tile per head, the mean and the mask, with
+//! Fashion-MNIST DINO model on the default image gives a tile per head, the mean and the mask, with
 //! heat maps that are not flat; another layer repaints; a click on a patch shows what it
 //! attends to; a file that is not a model gets a message while the tiles stay. The CPU
 //! backend is forced (`?backend=cpu`), as in the Reconstruct test.
@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use patchwork_e2e::{chrome_options, serve::serve, webdriver::Browser, workspace};
 use serde_json::json;
 
-/// Heads of `assets/models/mae-fashion-mnist.safetensors` (its card: width 128, 4 blocks).
+/// Heads of `assets/models/dino-fashion-mnist.safetensors`, the page's first model (its card: width 128, 4 blocks).
 const HEADS: usize = 4;
 const LAYERS: usize = 4;
 
@@ -88,7 +88,7 @@ fn attention_page_shows_heads_mean_mask_and_a_clicked_patch_and_refuses_non_mode
     assert_eq!(counts, (1, HEADS as u64, 1, 1), "(input, heads, mean, mask) tiles");
     let status = browser.text("[data-testid=model-status]").unwrap().unwrap_or_default();
     println!("model: {status}");
-    assert!(status.contains("mae-fashion-mnist") && status.contains("4 heads") && status.contains("CPU"), "{status}");
+    assert!(status.contains("dino-fashion-mnist") && status.contains("4 heads") && status.contains("CPU"), "{status}");
     let layer =
         browser.execute("return document.querySelector('[data-testid=attention-tiles]').dataset.layer;", json!([]));
     assert_eq!(layer.unwrap(), json!((LAYERS - 1).to_string()), "the last layer by default");
