@@ -64,11 +64,13 @@ pub struct Settings {
     pub ratio: f64,
     /// A bundled model file name (`mae-fashion-mnist.safetensors`), or the first one.
     pub model: Option<String>,
+    /// The Attention page's layer, from 0; `None` is the last.
+    pub layer: Option<usize>,
 }
 
 impl Default for Settings {
     fn default() -> Self {
-        Settings { page: Page::Reconstruct, backend: BackendPref::Auto, seed: 0, ratio: 0.6, model: None }
+        Settings { page: Page::Reconstruct, backend: BackendPref::Auto, seed: 0, ratio: 0.6, model: None, layer: None }
     }
 }
 
@@ -94,6 +96,7 @@ impl Settings {
                         .map_or(s.ratio, |r| r.clamp(RATIO_MIN, RATIO_MAX))
                 }
                 "model" if is_plain_name(v) => s.model = Some(v.to_string()),
+                "layer" => s.layer = v.parse().ok().or(s.layer),
                 _ => {}
             }
         }
@@ -110,6 +113,9 @@ impl Settings {
         );
         if let Some(m) = &self.model {
             q += &format!("&model={m}");
+        }
+        if let Some(l) = self.layer {
+            q += &format!("&layer={l}");
         }
         q
     }
@@ -143,7 +149,8 @@ mod tests {
 
     #[test]
     fn query_round_trips_and_forces_a_backend() {
-        let s = Settings::from_query("?page=train&backend=cpu&seed=7&ratio=0.3&model=mae-photos.safetensors");
+        let s = Settings::from_query("?page=train&backend=cpu&seed=7&ratio=0.3&model=mae-photos.safetensors&layer=2");
+        assert_eq!(s.layer, Some(2));
         assert_eq!(s.page, Page::Train);
         assert_eq!(s.backend, BackendPref::Force(BackendKind::Cpu));
         assert_eq!((s.seed, s.ratio), (7, 0.3));
@@ -153,7 +160,7 @@ mod tests {
 
     #[test]
     fn bad_values_keep_defaults() {
-        let s = Settings::from_query("?page=nope&backend=tpu&seed=-1&ratio=7&model=../x");
+        let s = Settings::from_query("?page=nope&backend=tpu&seed=-1&ratio=7&model=../x&layer=-1");
         assert_eq!(s, Settings { ratio: RATIO_MAX, ..Settings::default() });
     }
 }

@@ -106,7 +106,14 @@ pub fn AttentionPage(backend: Signal<Option<BackendKind>>) -> impl IntoView {
     let upload_error = RwSignal::new(None::<String>);
     let analysis = RwSignal::new(None::<Analysis>);
     let status = RwSignal::new(Status::Idle);
-    let layer = RwSignal::new(None::<usize>);
+    // the layer picked (`None`: the last), kept in the URL as `&layer=N`
+    let layer = RwSignal::new(settings.with_untracked(|s| s.layer));
+    Effect::new(move |_| {
+        let l = layer.get();
+        if settings.with_untracked(|s| s.layer) != l {
+            settings.update(|s| s.layer = l);
+        }
+    });
     let mass = RwSignal::new(MASS);
     let query = RwSignal::new(None::<usize>);
     let generation = Rc::new(Cell::new(0u64));

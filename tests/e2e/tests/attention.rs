@@ -113,6 +113,9 @@ fn attention_page_shows_heads_mean_mask_and_a_clicked_patch_and_refuses_non_mode
     std::thread::sleep(Duration::from_millis(500));
     let layer0 = canvases(&browser, "[data-testid=tile-mean] canvas");
     assert_ne!(layer0[0].1, mean[0].1, "layer 0's mean map looks like the last layer's");
+    // the layer is in the address, so a reload or a shared link shows it
+    let search = browser.execute("return location.search;", json!([])).unwrap();
+    assert!(search.as_str().unwrap_or_default().contains("layer=0"), "{search}");
     browser
         .execute(
             "const s = document.querySelector('[data-testid=layer-select]');
