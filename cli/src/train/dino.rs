@@ -221,6 +221,37 @@ impl<B: Backend> DinoTrainer<B> {
     }
 }
 
+/// The batch's multi-crop views, drawn from `rng` view by view (globals first) and written to
+/// `buffers` (kept across steps, reallocated when the batch changes): the global crops
+/// `[2·B, C, G, G]` and, when there are local crops, `[K·B, C, L, L]`.
+pub fn upload_views<B: Backend>(
+    be: &B,
+    crops: &MultiCrop,
+    data: &Dataset,
+    indices: &[usize],
+    rng: &mut Rng,
+    buffers: &mut Option<(B::Buf, B::Buf)>,
+) -> (B::Buf, Option<B::Buf>) {
+    let (mean, std) = (&data.norm.mean, &data.norm.std);
+    let (mut globals, mut locals) = (Vec::new(), Vec::new());
+    for (v, aug) in crops.views().enumerate() {
+        for &i in indices {
+            let view = augmented_view(&data.images[i], data.channels, aug, rng);
+            view.push_chw(mean, std, if v < 2 { &mut globals } else { &mut locals });
+        }
+    }
+    let (g, l) = buffers.get_or_insert_with(|| (be.alloc(globals.len()), be.alloc(locals.len().max(1))));
+    if be.len(g) != globals.len() || be.len(l) != locals.len().max(1) {
+        (*g, *l) = (be.alloc(globals.len()), be.alloc(locals.len().max(1)));
+    }
+    be.write(g, &globals);
+    if locals.is_empty() {
+        return (g.clone(), None);
+    }
+    be.write(l, &locals);
+    (g.clone(), Some(l.clone()))
+}
+
 fn with_prefix<B: Backend>(be: &B, p: &Params<B>, prefix: &str) -> TensorFile {
     download(be, p, prefix)
 }
@@ -236,31 +267,14 @@ impl<B: Backend> Trainer<B> for DinoTrainer<B> {
         hp: &StepConfig,
     ) -> Result<f64> {
         let batch = indices.len();
-        let (mean, std) = (&data.norm.mean, &data.norm.std);
-        let (mut globals, mut locals) = (Vec::new(), Vec::new());
-        for (v, aug) in self.crops.views().enumerate() {
-            for &i in indices {
-                let view = augmented_view(&data.images[i], data.channels, aug, rng);
-                view.push_chw(mean, std, if v < 2 { &mut globals } else { &mut locals });
-            }
-        }
-        let (g, l) = self.buffers.get_or_insert_with(|| (be.alloc(globals.len()), be.alloc(locals.len().max(1))));
-        if be.len(g) != globals.len() || be.len(l) != locals.len().max(1) {
-            (*g, *l) = (be.alloc(globals.len()), be.alloc(locals.len().max(1)));
-        }
-        be.write(g, &globals);
-        if !locals.is_empty() {
-            be.write(l, &locals);
-        }
-        let (g, l) = (g.clone(), l.clone());
+        let (g, l) = upload_views(be, &self.crops, data, indices, rng, &mut self.buffers);
         let s = DinoStep {
             opt: StepConfig { weight_decay: self.wd[step], ..*hp },
             teacher_temp: self.teacher_temp(step),
             momentum: self.momentum[step],
             freeze_last_layer: step < self.run.recipe.freeze_last_layer_steps,
         };
-        let locals = (!locals.is_empty()).then_some(&l);
-        Ok(block_on(self.dino.step(be, &g, locals, batch, &s)))
+        Ok(block_on(self.dino.step(be, &g, l.as_ref(), batch, &s)))
     }
 
     fn weights(&self, be: &B) -> TensorFile {

@@ -23,9 +23,9 @@ use patchwork_compute::rng::Rng;
 use patchwork_compute::{block_on, Backend, Tensor, TensorFile, Vit};
 use serde::{Deserialize, Serialize};
 
-use super::dino::{DinoArgs, DinoRecipe, DinoRun};
+use super::dino::{upload_views, DinoArgs, DinoRecipe, DinoRun};
 use super::{download, tensor_f32, Trainer};
-use crate::data::{augmented_view, DataSpec, Dataset};
+use crate::data::{DataSpec, Dataset};
 
 /// iBOT's own flags (the rest are DINO's and the model-size flags).
 #[derive(clap::Args, Clone, Debug, Default)]
@@ -186,24 +186,8 @@ impl<B: Backend> Trainer<B> for IbotTrainer<B> {
         hp: &StepConfig,
     ) -> Result<f64> {
         let batch = indices.len();
-        let (mean, std) = (&data.norm.mean, &data.norm.std);
-        let (mut globals, mut locals) = (Vec::new(), Vec::new());
-        for (v, aug) in self.crops.views().enumerate() {
-            for &i in indices {
-                let view = augmented_view(&data.images[i], data.channels, aug, rng);
-                view.push_chw(mean, std, if v < 2 { &mut globals } else { &mut locals });
-            }
-        }
+        let (g, l) = upload_views(be, &self.crops, data, indices, rng, &mut self.buffers);
         let masks = self.run.model.masking.masks(self.run.model.vit.grid(), 2 * batch, rng);
-        let (g, l) = self.buffers.get_or_insert_with(|| (be.alloc(globals.len()), be.alloc(locals.len().max(1))));
-        if be.len(g) != globals.len() || be.len(l) != locals.len().max(1) {
-            (*g, *l) = (be.alloc(globals.len()), be.alloc(locals.len().max(1)));
-        }
-        be.write(g, &globals);
-        if !locals.is_empty() {
-            be.write(l, &locals);
-        }
-        let (g, l) = (g.clone(), l.clone());
         let r = &self.run.recipe;
         let s = IbotStep {
             opt: StepConfig { weight_decay: self.wd[step], ..*hp },
@@ -217,8 +201,7 @@ impl<B: Backend> Trainer<B> for IbotTrainer<B> {
             momentum: self.momentum[step],
             freeze_last_layer: step < r.freeze_last_layer_steps,
         };
-        let locals = (!locals.is_empty()).then_some(&l);
-        let [total, cls, patch] = block_on(self.ibot.step(be, &g, locals, &masks, batch, &s));
+        let [total, cls, patch] = block_on(self.ibot.step(be, &g, l.as_ref(), &masks, batch, &s));
         self.terms = [cls, patch];
         Ok(total)
     }
