@@ -9,6 +9,7 @@ use image::imageops::FilterType;
 use image::DynamicImage;
 use patchwork_compute::augment::{Augmentation, Image};
 use patchwork_compute::rng::Rng;
+use patchwork_compute::train::Views;
 
 /// Where the Debian package `dataset-fashion-mnist` puts the full data set.
 pub const SYSTEM_FASHION_MNIST: &str = "/usr/share/datasets/fashion-mnist";
@@ -104,9 +105,22 @@ impl Dataset {
     pub fn len(&self) -> usize {
         self.images.len()
     }
+}
 
-    /// `[indices.len(), C, size, size]`, normalised; crops and flips drawn from `rng`.
-    pub fn batch(&self, indices: &[usize], size: usize, rng: &mut Rng) -> Vec<f32> {
+impl Views for Dataset {
+    fn len(&self) -> usize {
+        self.images.len()
+    }
+
+    fn norm(&self) -> &Normalize {
+        &self.norm
+    }
+
+    fn view(&self, index: usize, aug: &Augmentation, rng: &mut Rng) -> Image {
+        augmented_view(&self.images[index], self.channels, aug, rng)
+    }
+
+    fn batch(&self, indices: &[usize], size: usize, rng: &mut Rng) -> Vec<f32> {
         let mut out = Vec::with_capacity(indices.len() * self.channels * size * size);
         for &i in indices {
             let img = &self.images[i];
@@ -156,42 +170,7 @@ pub fn augmented_view(img: &DynamicImage, channels: usize, aug: &Augmentation, r
     aug.finish(&Image::from_u8(b.w, b.h, channels, &raw), rng)
 }
 
-/// The order of the data set in epoch `epoch`: a Fisher–Yates shuffle seeded by the run's
-/// seed and the epoch, so any step's batch follows from the step number alone.
-pub fn epoch_order(seed: u64, epoch: u64, n: usize) -> Vec<usize> {
-    let mut rng = Rng::new(seed ^ epoch.wrapping_add(1).wrapping_mul(0xD1B5_4A32_D192_ED03));
-    let mut order: Vec<usize> = (0..n).collect();
-    for i in (1..n).rev() {
-        order.swap(i, rng.below(i + 1));
-    }
-    order
-}
-
-/// Indices of the `batch` images of `step` when every epoch is a fresh shuffle.
-pub struct Sampler {
-    seed: u64,
-    n: usize,
-    epoch: u64,
-    order: Vec<usize>,
-}
-
-impl Sampler {
-    pub fn new(seed: u64, n: usize) -> Self {
-        Sampler { seed, n, epoch: 0, order: epoch_order(seed, 0, n) }
-    }
-    pub fn indices(&mut self, step: usize, batch: usize) -> Vec<usize> {
-        (step * batch..(step + 1) * batch)
-            .map(|pos| {
-                let epoch = (pos / self.n) as u64;
-                if epoch != self.epoch {
-                    self.epoch = epoch;
-                    self.order = epoch_order(self.seed, epoch, self.n);
-                }
-                self.order[pos % self.n]
-            })
-            .collect()
-    }
-}
+pub use patchwork_compute::train::epoch_order;
 
 fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
     let raw = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
@@ -442,7 +421,7 @@ mod tests {
         let red = (200.0 / 255.0 - 0.485) / 0.229;
         assert!((x[0] - red).abs() < 1e-5, "{} != {red}", x[0]);
         let grey = load_dir(dir.path(), 1, 16).unwrap();
-        assert_eq!(grey.batch(&[0], 16, &mut Rng::new(1)).len(), 16 * 16);
+        assert_eq!(Views::batch(&grey, &[0], 16, &mut Rng::new(1)).len(), 16 * 16);
     }
 
     #[test]
@@ -451,15 +430,5 @@ mod tests {
         std::fs::write(dir.path().join("x.png"), b"").unwrap();
         let e = load_dir(dir.path(), 3, 16).err().unwrap();
         assert!(e.to_string().contains("no readable images"), "{e}");
-    }
-
-    #[test]
-    fn sampler_visits_every_image_once_per_epoch_and_depends_only_on_the_step() {
-        let mut s = Sampler::new(7, 10);
-        let mut seen: Vec<usize> = (0..5).flat_map(|step| s.indices(step, 2)).collect();
-        seen.sort();
-        assert_eq!(seen, (0..10).collect::<Vec<_>>());
-        let later = s.indices(13, 3);
-        assert_eq!(Sampler::new(7, 10).indices(13, 3), later);
     }
 }

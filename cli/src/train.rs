@@ -14,50 +14,32 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
-use patchwork_compute::optim::{warmup_cosine, StepConfig};
+use anyhow::{anyhow, bail, Context, Result};
 use patchwork_compute::rng::Rng;
-use patchwork_compute::{block_on, Backend, Tensor, TensorFile};
-use serde::{Deserialize, Serialize};
+use patchwork_compute::train::{self as engine, RunConfig, Sampler, Trainer};
+pub use patchwork_compute::train::{Method, Schedule, METHODS};
+use patchwork_compute::{block_on, TensorFile};
 use serde_json::json;
 
 use crate::backend::{with_backend, BackendChoice, OnBackend, Probe};
-use crate::data::{Augment, DataSpec, Dataset, Normalize, Sampler};
+use crate::data::{Augment, DataSpec, Dataset, Normalize};
 use crate::progress::Progress;
 
 pub mod dino;
 pub mod ibot;
 pub mod mae;
 
-/// The self-supervised methods `train` knows.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Method {
-    /// Masked autoencoders (He et al. 2021).
-    Mae,
-    /// Self-distillation with no labels (Caron et al. 2021): multi-crop, EMA teacher.
-    Dino,
-    /// iBOT (Zhou et al. 2022): DINO's [CLS] loss plus masked image modelling on patch tokens.
-    Ibot,
+/// `--method`'s values, from the engine's list of methods (a new method appears by itself).
+fn method_parser() -> impl clap::builder::TypedValueParser<Value = Method> {
+    use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
+    PossibleValuesParser::new(METHODS.iter().map(|m| PossibleValue::new(m.name).help(m.summary)))
+        .map(|name| Method::parse(&name).expect("a listed method"))
 }
-
-impl Method {
-    pub fn name(self) -> &'static str {
-        match self {
-            Method::Mae => "mae",
-            Method::Dino => "dino",
-            Method::Ibot => "ibot",
-        }
-    }
-}
-
-pub const MODEL_FORMAT: &str = "patchwork-model/1";
-pub const CHECKPOINT_FORMAT: &str = "patchwork-checkpoint/1";
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct Args {
     /// The self-supervised method.
-    #[arg(long, value_enum, required_unless_present = "resume")]
+    #[arg(long, value_parser = method_parser(), required_unless_present = "resume")]
     pub method: Option<Method>,
     /// `fashion-mnist`, `photos` (bundled), or a folder of images (class subfolders give
     /// labels) or of idx files.
@@ -127,29 +109,6 @@ pub struct Args {
     pub quiet: bool,
 }
 
-/// Everything that fixes a run's trajectory besides the model config; saved in checkpoints.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Schedule {
-    pub method: Method,
-    pub data: String,
-    pub steps: usize,
-    pub batch: usize,
-    pub lr: f32,
-    pub min_lr: f32,
-    pub warmup_steps: usize,
-    pub weight_decay: f32,
-    pub beta1: f32,
-    pub beta2: f32,
-    pub clip: Option<f32>,
-    pub seed: u64,
-    pub in_chans: usize,
-    /// Crop area fractions for augmenting data sets (absent: the method's default).
-    #[serde(default)]
-    pub crop_scale: Option<(f32, f32)>,
-    #[serde(default)]
-    pub color_jitter: bool,
-}
-
 pub fn parse_scale(s: &str) -> Result<(f32, f32), String> {
     let bad = || format!("`{s}` is not `LO,HI` with 0 < LO ≤ HI ≤ 1 (e.g. 0.2,1)");
     let (lo, hi) = s.split_once(',').ok_or_else(bad)?;
@@ -160,114 +119,63 @@ pub fn parse_scale(s: &str) -> Result<(f32, f32), String> {
     Ok((lo, hi))
 }
 
-impl Schedule {
-    fn from_args(a: &Args) -> Result<Self> {
-        let data = a.data.clone().context("--data is required")?;
-        let spec = DataSpec::parse(&data);
-        let steps = a.steps.context("--steps is required")?;
-        if steps == 0 {
-            bail!("--steps must be at least 1");
-        }
-        let fashion = spec.default_channels() == 1;
-        let method = a.method.context("--method is required")?;
-        // iBOT keeps DINO's optimiser settings
-        let dino = matches!(method, Method::Dino | Method::Ibot);
-        Ok(Schedule {
-            method,
-            steps,
-            batch: a.batch.unwrap_or(if fashion && !dino { 128 } else { 32 }),
-            lr: a.lr.unwrap_or(if dino { 5e-4 } else { 1.5e-3 }),
-            min_lr: a.min_lr.unwrap_or(if dino { 1e-6 } else { 1e-5 }),
-            warmup_steps: a.warmup_steps.unwrap_or(steps / 20),
-            weight_decay: a.weight_decay.unwrap_or(if dino { 0.04 } else { 0.05 }),
-            // MAE's AdamW betas; DINO keeps PyTorch's
-            beta1: 0.9,
-            beta2: if dino { 0.999 } else { 0.95 },
-            // DINO clips each parameter's gradient to 3
-            clip: a.clip.or(dino.then_some(3.0)),
-            seed: a.seed.unwrap_or(0),
-            in_chans: a.in_chans.unwrap_or(spec.default_channels()),
-            crop_scale: a.crop_scale,
-            color_jitter: a.color_jitter,
-            data,
-        })
+/// The schedule `args` give: the method's defaults where a flag is absent.
+fn schedule_from_args(a: &Args) -> Result<Schedule> {
+    let data = a.data.clone().context("--data is required")?;
+    let spec = DataSpec::parse(&data);
+    let steps = a.steps.context("--steps is required")?;
+    if steps == 0 {
+        bail!("--steps must be at least 1");
     }
-
-    /// Refuse flags that would change a resumed run's trajectory.
-    fn check_flags(&self, a: &Args) -> Result<()> {
-        let mut differ = Vec::new();
-        let mut same = |flag: &str, given: Option<String>, kept: String| {
-            if let Some(g) = given.filter(|g| *g != kept) {
-                differ.push(format!("{flag} {g} (checkpoint: {kept})"));
-            }
-        };
-        same("--method", a.method.map(|m| m.name().into()), self.method.name().into());
-        same("--data", a.data.clone(), self.data.clone());
-        same("--steps", a.steps.map(|v| v.to_string()), self.steps.to_string());
-        same("--batch", a.batch.map(|v| v.to_string()), self.batch.to_string());
-        same("--lr", a.lr.map(|v| v.to_string()), self.lr.to_string());
-        same("--min-lr", a.min_lr.map(|v| v.to_string()), self.min_lr.to_string());
-        same("--warmup-steps", a.warmup_steps.map(|v| v.to_string()), self.warmup_steps.to_string());
-        same("--weight-decay", a.weight_decay.map(|v| v.to_string()), self.weight_decay.to_string());
-        same("--seed", a.seed.map(|v| v.to_string()), self.seed.to_string());
-        same("--in-chans", a.in_chans.map(|v| v.to_string()), self.in_chans.to_string());
-        if a.crop_scale.is_some() && a.crop_scale != self.crop_scale {
-            differ.push(format!("--crop-scale {:?} (checkpoint: {:?})", a.crop_scale, self.crop_scale));
-        }
-        if a.color_jitter && !self.color_jitter {
-            differ.push("--color-jitter (checkpoint: off)".into());
-        }
-        if a.clip.is_some() && a.clip != self.clip {
-            differ.push(format!("--clip {:?} (checkpoint: {:?})", a.clip, self.clip));
-        }
-        if !differ.is_empty() {
-            bail!("a resumed run keeps its checkpoint's settings; these flags differ: {}", differ.join(", "));
-        }
-        Ok(())
-    }
-
-    fn step_config(&self, lr: f32) -> StepConfig {
-        StepConfig {
-            lr,
-            weight_decay: self.weight_decay,
-            beta1: self.beta1,
-            beta2: self.beta2,
-            eps: 1e-8,
-            clip: self.clip,
-            clip_per_param: matches!(self.method, Method::Dino | Method::Ibot),
-        }
-    }
+    let fashion = spec.default_channels() == 1;
+    let method = a.method.context("--method is required")?;
+    let in_chans = a.in_chans.unwrap_or(spec.default_channels());
+    let batch = a.batch.unwrap_or(if fashion && !method.distills() { 128 } else { 32 });
+    let d = Schedule::defaults(method, &data, in_chans, steps, batch);
+    Ok(Schedule {
+        lr: a.lr.unwrap_or(d.lr),
+        min_lr: a.min_lr.unwrap_or(d.min_lr),
+        warmup_steps: a.warmup_steps.unwrap_or(d.warmup_steps),
+        weight_decay: a.weight_decay.unwrap_or(d.weight_decay),
+        clip: a.clip.or(d.clip),
+        seed: a.seed.unwrap_or(0),
+        crop_scale: a.crop_scale,
+        color_jitter: a.color_jitter,
+        ..d
+    })
 }
 
-/// What a method gives the training loop, on one backend.
-pub trait Trainer<B: Backend> {
-    /// One optimiser step (0-based `step` of the schedule) on the images `indices` of
-    /// `data`: the method draws its views and masks from `rng`, records forward, backward
-    /// and updates, then reads the loss once (one submit on the GPU).
-    fn step(
-        &mut self,
-        be: &B,
-        data: &Dataset,
-        indices: &[usize],
-        step: usize,
-        rng: &mut Rng,
-        hp: &StepConfig,
-    ) -> Result<f64>;
-    /// The model's tensors under their official names (what the model file holds).
-    fn weights(&self, be: &B) -> TensorFile;
-    /// Everything else a checkpoint needs to resume exactly (optimiser moments, named
-    /// `opt.*`; a teacher; …) and Adam's step count.
-    fn state(&self, be: &B) -> (TensorFile, u32);
-    /// The model config as JSON (the `config` metadata).
-    fn config_json(&self) -> String;
-    /// More metadata for the model file (e.g. the backbone's `vit_config`).
-    fn model_metadata(&self) -> Vec<(String, String)> {
-        Vec::new()
+/// Refuse flags that would change a resumed run's trajectory.
+fn check_flags(s: &Schedule, a: &Args) -> Result<()> {
+    let mut differ = Vec::new();
+    let mut same = |flag: &str, given: Option<String>, kept: String| {
+        if let Some(g) = given.filter(|g| *g != kept) {
+            differ.push(format!("{flag} {g} (checkpoint: {kept})"));
+        }
+    };
+    same("--method", a.method.map(|m| m.name().into()), s.method.name().into());
+    same("--data", a.data.clone(), s.data.clone());
+    same("--steps", a.steps.map(|v| v.to_string()), s.steps.to_string());
+    same("--batch", a.batch.map(|v| v.to_string()), s.batch.to_string());
+    same("--lr", a.lr.map(|v| v.to_string()), s.lr.to_string());
+    same("--min-lr", a.min_lr.map(|v| v.to_string()), s.min_lr.to_string());
+    same("--warmup-steps", a.warmup_steps.map(|v| v.to_string()), s.warmup_steps.to_string());
+    same("--weight-decay", a.weight_decay.map(|v| v.to_string()), s.weight_decay.to_string());
+    same("--seed", a.seed.map(|v| v.to_string()), s.seed.to_string());
+    same("--in-chans", a.in_chans.map(|v| v.to_string()), s.in_chans.to_string());
+    if a.crop_scale.is_some() && a.crop_scale != s.crop_scale {
+        differ.push(format!("--crop-scale {:?} (checkpoint: {:?})", a.crop_scale, s.crop_scale));
     }
-    /// The last step's loss terms besides the total, for the log (iBOT's `cls`, `patch`).
-    fn loss_terms(&self) -> Vec<(&'static str, f64)> {
-        Vec::new()
+    if a.color_jitter && !s.color_jitter {
+        differ.push("--color-jitter (checkpoint: off)".into());
     }
+    if a.clip.is_some() && a.clip != s.clip {
+        differ.push(format!("--clip {:?} (checkpoint: {:?})", a.clip, s.clip));
+    }
+    if !differ.is_empty() {
+        bail!("a resumed run keeps its checkpoint's settings; these flags differ: {}", differ.join(", "));
+    }
+    Ok(())
 }
 
 /// The checkpoint written next to the model: `m.safetensors` → `m.ckpt.safetensors`.
@@ -295,17 +203,11 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 struct Run {
     args: Args,
     schedule: Schedule,
+    config: RunConfig,
     data: Dataset,
     /// The checkpoint to resume from, with its step, rng state and elapsed seconds.
-    resume: Option<(TensorFile, usize, [u64; 4], f64)>,
-    mae: Option<patchwork_compute::methods::mae::MaeConfig>,
-    dino: Option<dino::DinoRun>,
-    ibot: Option<ibot::IbotRun>,
+    resume: Option<(TensorFile, engine::Resumed)>,
     norm: Normalize,
-}
-
-fn meta<'a>(file: &'a TensorFile, key: &str) -> Result<&'a str> {
-    file.metadata.get(key).map(|s| s.as_str()).with_context(|| format!("the checkpoint has no `{key}` metadata"))
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -316,20 +218,18 @@ pub fn run(args: Args) -> Result<()> {
 
 /// Train as `args` say; returns a one-line summary.
 pub fn train(args: Args) -> Result<String> {
-    let (schedule, resume) = match &args.resume {
-        None => (Schedule::from_args(&args)?, None),
+    let resume = match &args.resume {
+        None => None,
         Some(path) => {
             let file = TensorFile::load(path).with_context(|| format!("loading checkpoint {}", path.display()))?;
-            if file.metadata.get("format").map(|s| s.as_str()) != Some(CHECKPOINT_FORMAT) {
-                bail!("{} is not a patchwork training checkpoint (format {CHECKPOINT_FORMAT})", path.display());
-            }
-            let schedule: Schedule = serde_json::from_str(meta(&file, "schedule")?)?;
-            schedule.check_flags(&args)?;
-            let step: usize = meta(&file, "step")?.parse()?;
-            let rng: [u64; 4] = serde_json::from_str(meta(&file, "rng")?)?;
-            let elapsed: f64 = meta(&file, "elapsed_s")?.parse()?;
-            (schedule, Some((file, step, rng, elapsed)))
+            let r = engine::read_checkpoint(&file).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+            check_flags(&r.schedule, &args)?;
+            Some((file, r))
         }
+    };
+    let schedule = match &resume {
+        Some((_, r)) => r.schedule.clone(),
+        None => schedule_from_args(&args)?,
     };
     if let Some(stop) = args.stop_at {
         if stop == 0 || stop > schedule.steps {
@@ -342,16 +242,14 @@ pub fn train(args: Args) -> Result<String> {
         }
     }
     let spec = DataSpec::parse(&schedule.data);
-    let mae = match schedule.method {
-        Method::Mae => Some(match &resume {
-            Some((file, ..)) => patchwork_compute::methods::mae::MaeConfig::from_json(meta(file, "config")?)?,
-            None => args.mae.config(&spec, schedule.in_chans)?,
-        }),
+    let mae = match (&resume, schedule.method) {
+        (None, Method::Mae) => Some(args.mae.config(&spec, schedule.in_chans)?),
         _ => None,
     };
-    let img_size = match (&mae, schedule.method) {
-        (Some(c), _) => c.img_size,
-        (None, _) => args.mae.img_size.unwrap_or(if spec.default_channels() == 1 { 28 } else { 64 }),
+    let img_size = match (&resume, &mae) {
+        (Some((_, r)), _) => r.config.img_size(),
+        (None, Some(c)) => c.img_size,
+        (None, None) => args.mae.img_size.unwrap_or(if spec.default_channels() == 1 { 28 } else { 64 }),
     };
     let mut data = spec.load_train(schedule.in_chans, img_size)?;
     if let Augment::Views(a) = &mut data.augment {
@@ -371,33 +269,20 @@ pub fn train(args: Args) -> Result<String> {
     if data.channels != schedule.in_chans {
         bail!("{} has {} channel(s); the model takes {}", data.name, data.channels, schedule.in_chans);
     }
-    let dino = match schedule.method {
-        Method::Dino => Some(match &resume {
-            Some((file, ..)) => serde_json::from_str(meta(file, "config")?).context("the checkpoint's DINO config")?,
-            None => {
-                dino::DinoRun::from_args(&args.mae, &args.dino, &spec, schedule.in_chans, data.len(), schedule.batch)?
-            }
-        }),
-        _ => None,
-    };
-    let ibot = match schedule.method {
-        Method::Ibot => Some(match &resume {
-            Some((file, ..)) => serde_json::from_str(meta(file, "config")?).context("the checkpoint's iBOT config")?,
-            None => ibot::IbotRun::from_args(
-                &args.mae,
-                &args.dino,
-                &args.ibot,
-                &spec,
-                schedule.in_chans,
-                data.len(),
-                schedule.batch,
-            )?,
-        }),
-        _ => None,
+    let (images, batch, chans) = (data.len(), schedule.batch, schedule.in_chans);
+    let config = match (&resume, schedule.method) {
+        (Some((_, r)), _) => r.config.clone(),
+        (None, Method::Mae) => RunConfig::Mae(mae.expect("an MAE config")),
+        (None, Method::Dino) => {
+            RunConfig::Dino(dino::run_from_args(&args.mae, &args.dino, &spec, chans, images, batch)?)
+        }
+        (None, Method::Ibot) => {
+            RunConfig::Ibot(ibot::run_from_args(&args.mae, &args.dino, &args.ibot, &spec, chans, images, batch)?)
+        }
     };
     let norm = data.norm.clone();
     let backend = args.backend;
-    with_compute_backend(backend, Run { args, schedule, data, resume, mae, dino, ibot, norm })?
+    with_compute_backend(backend, Run { args, schedule, config, data, resume, norm })?
 }
 
 /// [`with_backend`], except that `auto` passes over a software GPU adapter (lavapipe,
@@ -422,44 +307,21 @@ pub fn with_compute_backend<T: OnBackend>(choice: BackendChoice, task: T) -> Res
 impl OnBackend for Run {
     type Output = Result<String>;
     fn run<B: Probe>(self, be: &B) -> Result<String> {
-        match self.schedule.method {
-            Method::Mae => {
-                let cfg = self.mae.clone().expect("an MAE run has an MAE config");
-                let mut trainer = match &self.resume {
-                    Some((file, ..)) => mae::MaeTrainer::from_checkpoint(be, cfg, file)?,
-                    None => mae::MaeTrainer::new(be, cfg, self.schedule.seed),
-                };
-                train_loop(be, &mut trainer, self)
-            }
-            Method::Dino => {
-                let run = self.dino.clone().expect("a DINO run has a DINO config");
-                let (steps, wd) = (self.schedule.steps, self.schedule.weight_decay);
-                let mut trainer = match &self.resume {
-                    Some((file, ..)) => dino::DinoTrainer::from_checkpoint(be, run, file, steps, wd)?,
-                    None => dino::DinoTrainer::new(be, run, self.schedule.seed, steps, wd),
-                };
-                train_loop(be, &mut trainer, self)
-            }
-            Method::Ibot => {
-                let run = self.ibot.clone().expect("an iBOT run has an iBOT config");
-                let (steps, wd) = (self.schedule.steps, self.schedule.weight_decay);
-                let mut trainer = match &self.resume {
-                    Some((file, ..)) => ibot::IbotTrainer::from_checkpoint(be, run, file, steps, wd)?,
-                    None => ibot::IbotTrainer::new(be, run, self.schedule.seed, steps, wd),
-                };
-                train_loop(be, &mut trainer, self)
-            }
-        }
+        let mut trainer = match &self.resume {
+            Some((file, r)) => engine::restore(be, r, file).map_err(anyhow::Error::msg)?,
+            None => self.config.trainer(be, &self.schedule),
+        };
+        train_loop(be, trainer.as_mut(), self)
     }
 }
 
 fn train_loop<B: Probe>(be: &B, trainer: &mut dyn Trainer<B>, run: Run) -> Result<String> {
     let Run { args, schedule: s, data, resume, norm, .. } = run;
-    let lrs = warmup_cosine(s.lr, s.min_lr, s.steps, s.warmup_steps);
+    let lrs = s.lrs();
     let (start, mut rng, elapsed_before) = match &resume {
-        Some((_, step, state, elapsed)) => (*step, Rng::from_state(*state), *elapsed),
+        Some((_, r)) => (r.step, r.rng.clone(), r.elapsed_s),
         // the weights take `seed`; data order, crops and masks a stream of their own
-        None => (0, Rng::new(s.seed.wrapping_add(1)), 0.0),
+        None => (0, s.data_rng(), 0.0),
     };
     drop(resume);
     let end = args.stop_at.unwrap_or(s.steps);
@@ -501,28 +363,13 @@ fn train_loop<B: Probe>(be: &B, trainer: &mut dyn Trainer<B>, run: Run) -> Resul
     let mut ips_avg = 0.0;
     let mut loss = f64::NAN;
     let save_checkpoint = |trainer: &dyn Trainer<B>, step: usize, rng: &Rng, elapsed: f64| -> Result<()> {
-        let mut file = trainer.weights(be);
-        let (opt, adam_step) = trainer.state(be);
-        file.tensors.extend(opt.tensors);
-        file.metadata = [
-            ("format", CHECKPOINT_FORMAT.to_string()),
-            ("method", s.method.name().to_string()),
-            ("config", trainer.config_json()),
-            ("schedule", serde_json::to_string(&s)?),
-            ("normalize", serde_json::to_string(&norm)?),
-            ("step", step.to_string()),
-            ("adam_step", adam_step.to_string()),
-            ("rng", serde_json::to_string(&rng.state())?),
-            ("elapsed_s", elapsed.to_string()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect();
+        let file = block_on(engine::checkpoint_file(be, trainer, &s, &norm, step, rng, elapsed));
         write_atomic(&ckpt, &file.to_bytes())
     };
     for (step, &lr) in lrs.iter().enumerate().take(end).skip(start) {
         let t = Instant::now();
-        loss = trainer.step(be, &data, &sampler.indices(step, s.batch), step, &mut rng, &s.step_config(lr))?;
+        let indices = sampler.indices(step, s.batch);
+        loss = block_on(trainer.step(be, &data, &indices, step, &mut rng, s.step_config(lr)));
         if !loss.is_finite() {
             progress.finish();
             let kept = match last_ckpt {
@@ -561,7 +408,6 @@ fn train_loop<B: Probe>(be: &B, trainer: &mut dyn Trainer<B>, run: Run) -> Resul
             ckpt.display()
         ));
     }
-    let mut model = trainer.weights(be);
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let train_meta = json!({
         "command": std::env::args().collect::<Vec<_>>(),
@@ -572,17 +418,7 @@ fn train_loop<B: Probe>(be: &B, trainer: &mut dyn Trainer<B>, run: Run) -> Resul
         "finished_unix": now,
         "resumed": start > 0,
     });
-    model.metadata = [
-        ("format", MODEL_FORMAT.to_string()),
-        ("method", s.method.name().to_string()),
-        ("config", trainer.config_json()),
-        ("normalize", serde_json::to_string(&norm)?),
-        ("train", train_meta.to_string()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .chain(trainer.model_metadata())
-    .collect();
+    let model = block_on(engine::model_file(be, trainer, &s, &norm, train_meta));
     write_atomic(&args.out, &model.to_bytes())?;
     Ok(format!(
         "trained {} steps in {:.0} s (final loss {loss:.4}); model {}, checkpoint {}",
@@ -591,20 +427,6 @@ fn train_loop<B: Probe>(be: &B, trainer: &mut dyn Trainer<B>, run: Run) -> Resul
         args.out.display(),
         ckpt.display()
     ))
-}
-
-/// Read a host tensor file's f32 tensor by name.
-pub fn tensor_f32<'a>(file: &'a TensorFile, name: &str) -> Result<&'a [f32]> {
-    file.tensors
-        .get(name)
-        .and_then(Tensor::as_f32)
-        .with_context(|| format!("the checkpoint has no f32 tensor `{name}`"))
-}
-
-/// Download a parameter set as a host file (native: the CPU backend's futures are ready at
-/// once, the GPU's resolve on poll).
-pub fn download<B: Backend>(be: &B, p: &patchwork_compute::Params<B>, prefix: &str) -> TensorFile {
-    block_on(p.download(be, prefix))
 }
 
 #[cfg(test)]
@@ -750,7 +572,7 @@ mod tests {
             }
         }
         let model = TensorFile::load(&dir.path().join("a.safetensors")).unwrap();
-        assert_eq!(model.metadata["format"], MODEL_FORMAT);
+        assert_eq!(model.metadata["format"], patchwork_compute::train::MODEL_FORMAT);
         assert_eq!(model.metadata["method"], method);
         assert!(model.tensors.contains_key("blocks.0.attn.qkv.weight"));
         if method == "mae" {
@@ -811,7 +633,7 @@ mod tests {
         assert!(e.contains("training stopped") && e.contains("the last checkpoint (step"), "{e}");
         assert!(!out.exists(), "no model from a diverged run");
         let ckpt = TensorFile::load(&checkpoint_path(&out)).unwrap();
-        assert_eq!(ckpt.metadata["format"], CHECKPOINT_FORMAT);
+        assert_eq!(ckpt.metadata["format"], patchwork_compute::train::CHECKPOINT_FORMAT);
         let step: usize = ckpt.metadata["step"].parse().unwrap();
         assert!(e.contains(&format!("(step {step})")), "{e}");
     }

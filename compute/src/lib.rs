@@ -24,6 +24,7 @@ pub mod pos_embed;
 pub mod rng;
 pub mod swin;
 pub mod teacher;
+pub mod train;
 pub mod transformer;
 pub mod vit;
 pub mod weights;

@@ -6,13 +6,9 @@
 //! grads = 0; loss.backward(); adamw.step(lr[step])      # recorded; one read of the loss
 //! ```
 use anyhow::{bail, Result};
-use patchwork_compute::methods::mae::{Mae, MaeConfig, Masking};
-use patchwork_compute::optim::{AdamWState, StepConfig};
-use patchwork_compute::rng::Rng;
-use patchwork_compute::{block_on, Backend, Params, TensorFile};
+use patchwork_compute::methods::mae::MaeConfig;
 
-use super::{download, tensor_f32, Trainer};
-use crate::data::{DataSpec, Dataset};
+use crate::data::DataSpec;
 
 /// The model-size flags of `--method mae` (defaults depend on the data set).
 #[derive(clap::Args, Clone, Debug, Default)]
@@ -82,95 +78,14 @@ impl MaeArgs {
     }
 }
 
-pub struct MaeTrainer<B: Backend> {
-    model: Mae<B>,
-    grads: Params<B>,
-    opt: AdamWState<B>,
-    /// The batch's images, reused across steps.
-    input: Option<B::Buf>,
-}
-
-impl<B: Backend> MaeTrainer<B> {
-    pub fn new(be: &B, cfg: MaeConfig, seed: u64) -> Self {
-        let model = Mae::init(be, cfg, seed);
-        let (grads, opt) = (model.params.zeros_like(be), AdamWState::new(be, &model.params));
-        MaeTrainer { model, grads, opt, input: None }
-    }
-
-    /// Weights, Adam's moments and step from a checkpoint [`Trainer::weights`] +
-    /// [`Trainer::optimizer`] wrote.
-    pub fn from_checkpoint(be: &B, cfg: MaeConfig, file: &TensorFile) -> Result<Self> {
-        let mut weights = file.clone();
-        weights.tensors.retain(|k, _| !k.starts_with("opt."));
-        let model = Mae::from_file(be, cfg, &weights)?;
-        let grads = model.params.zeros_like(be);
-        let mut opt = AdamWState::new(be, &model.params);
-        for (moments, prefix) in [(&opt.m, "opt.m."), (&opt.v, "opt.v.")] {
-            for p in &moments.list {
-                be.write(&p.buf, tensor_f32(file, &format!("{prefix}{}", p.name))?);
-            }
-        }
-        opt.step = file.metadata.get("adam_step").map(|s| s.parse()).transpose()?.unwrap_or(0);
-        Ok(MaeTrainer { model, grads, opt, input: None })
-    }
-}
-
-impl<B: Backend> MaeTrainer<B> {
-    /// One step on `imgs: [batch, C, H, W]` (normalised); masks from `rng`.
-    pub fn step_on(&mut self, be: &B, imgs: &B::Buf, batch: usize, rng: &mut Rng, hp: &StepConfig) -> f64 {
-        let cfg = &self.model.cfg;
-        let masking = Masking::random(rng, batch, cfg.patches(), cfg.keep());
-        self.grads.fill(be, 0.0);
-        let fwd = self.model.forward(be, imgs, masking);
-        self.model.backward(be, &fwd, &self.grads);
-        self.opt.update(be, &self.model.params, &self.grads, hp);
-        let losses = block_on(be.read(&fwd.losses));
-        Mae::<B>::loss(&fwd.masking, &losses)
-    }
-}
-
-impl<B: Backend> Trainer<B> for MaeTrainer<B> {
-    fn step(
-        &mut self,
-        be: &B,
-        data: &Dataset,
-        indices: &[usize],
-        _step: usize,
-        rng: &mut Rng,
-        hp: &StepConfig,
-    ) -> Result<f64> {
-        let cfg = &self.model.cfg;
-        let x = data.batch(indices, cfg.img_size, rng);
-        let buf = self.input.get_or_insert_with(|| be.alloc(x.len()));
-        if be.len(buf) != x.len() {
-            *buf = be.alloc(x.len());
-        }
-        be.write(buf, &x);
-        let buf = buf.clone();
-        Ok(self.step_on(be, &buf, indices.len(), rng, hp))
-    }
-
-    fn weights(&self, be: &B) -> TensorFile {
-        let mut file = download(be, &self.model.params, "");
-        file.tensors.extend(download(be, &self.model.fixed, "").tensors);
-        file
-    }
-
-    fn state(&self, be: &B) -> (TensorFile, u32) {
-        let mut file = download(be, &self.opt.m, "opt.m.");
-        file.tensors.extend(download(be, &self.opt.v, "opt.v.").tensors);
-        (file, self.opt.step)
-    }
-
-    fn config_json(&self) -> String {
-        serde_json::to_string(&self.model.cfg).expect("a config serialises")
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use patchwork_compute::Cpu;
+    use patchwork_compute::optim::StepConfig;
+    use patchwork_compute::rng::Rng;
+    use patchwork_compute::train::mae::MaeTrainer;
+    use patchwork_compute::train::Trainer;
+    use patchwork_compute::{block_on, Backend, Cpu};
 
     #[test]
     fn defaults_follow_the_data_set() {
@@ -211,10 +126,11 @@ mod tests {
         let (xc, xg) = (Cpu.upload(&x), gpu.upload(&x));
         let (mut rc, mut rg) = (Rng::new(9), Rng::new(9));
         for step in 0..3 {
-            let (lc, lg) = (cpu.step_on(&Cpu, &xc, 4, &mut rc, &hp), dev.step_on(&gpu, &xg, 4, &mut rg, &hp));
+            let (lc, lg) =
+                (block_on(cpu.step_on(&Cpu, &xc, 4, &mut rc, &hp)), block_on(dev.step_on(&gpu, &xg, 4, &mut rg, &hp)));
             assert!((lc - lg).abs() <= 1e-4 * lc.abs(), "step {step}: loss {lc} on the CPU, {lg} on the GPU");
         }
-        let (wc, wg) = (cpu.weights(&Cpu), dev.weights(&gpu));
+        let (wc, wg) = (block_on(cpu.weights(&Cpu)), block_on(dev.weights(&gpu)));
         for (name, t) in &wc.tensors {
             let (a, b) = (t.as_f32().unwrap(), wg.tensors[name].as_f32().unwrap());
             let worst = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
@@ -233,14 +149,15 @@ mod tests {
         let cfg = micro();
         let mut t = MaeTrainer::new(&be, cfg.clone(), 3);
         let x = be.upload(&vec![0.5; 2 * 28 * 28]);
-        t.step_on(&be, &x, 2, &mut Rng::new(1), &StepConfig { lr: 1e-3, ..StepConfig::default() });
-        let mut file = t.weights(&be);
-        let (opt, step) = t.state(&be);
+        block_on(t.step_on(&be, &x, 2, &mut Rng::new(1), &StepConfig { lr: 1e-3, ..StepConfig::default() }));
+        let mut file = block_on(t.weights(&be));
+        let (opt, step) = block_on(t.state(&be));
         file.tensors.extend(opt.tensors.clone());
         file.metadata.insert("adam_step".into(), step.to_string());
         let back = MaeTrainer::from_checkpoint(&be, cfg, &file).unwrap();
-        assert_eq!(back.opt.step, 1);
-        assert_eq!(back.state(&be).0.tensors, opt.tensors);
-        assert_eq!(back.weights(&be).tensors, t.weights(&be).tensors);
+        let (back_opt, back_step) = block_on(back.state(&be));
+        assert_eq!(back_step, 1);
+        assert_eq!(back_opt.tensors, opt.tensors);
+        assert_eq!(block_on(back.weights(&be)).tensors, block_on(t.weights(&be)).tensors);
     }
 }

@@ -1,0 +1,463 @@
+//! Self-supervised training, shared by `patchwork train` and the app's Train page: a method
+//! is a [`Trainer`] (one file each: [`mae`], [`dino`], [`ibot`]); the loop that drives it
+//! lives with its caller (the CLI's progress bar and files, the page's signals and browser
+//! storage), and both precompute the same [`Schedule`] and checkpoint through the same
+//! [`checkpoint_file`] / [`restore`]:
+//! ```text
+//! lr = warmup_cosine(lr, min_lr, steps, warmup)      # precomputed, indexed by the step
+//! for step in start..steps:
+//!     x = data[order(seed, epoch)][step·B : (step+1)·B]  # crops and masks from one seeded rng
+//!     loss = trainer.step(x, lr[step]).await             # forward, backward, AdamW: one submit
+//!     stop if loss is not finite; checkpoint every K steps
+//! ```
+//! A checkpoint holds the weights, Adam's moments, the step, the rng state and every setting,
+//! so a resumed run continues bit for bit (on the CPU) where it stopped.
+use std::future::Future;
+use std::pin::Pin;
+
+use serde::{Deserialize, Serialize};
+
+use crate::augment::{Augmentation, Image};
+use crate::model_file::Normalize;
+use crate::optim::StepConfig;
+use crate::rng::Rng;
+use crate::{Backend, Params, Tensor, TensorFile};
+
+pub mod dino;
+pub mod ibot;
+pub mod mae;
+
+pub const MODEL_FORMAT: &str = "patchwork-model/1";
+pub const CHECKPOINT_FORMAT: &str = "patchwork-checkpoint/1";
+
+/// A future that may hold borrows and need not be `Send` (the browser's are not).
+pub type LocalFut<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;
+
+/// The self-supervised methods a run can use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    Mae,
+    Dino,
+    Ibot,
+}
+
+/// What the CLI's `--method` and the Train page's method list show.
+pub struct MethodInfo {
+    pub method: Method,
+    pub name: &'static str,
+    pub title: &'static str,
+    pub summary: &'static str,
+}
+
+/// Every method, in the order the interfaces list them. A new method adds its line here.
+pub const METHODS: &[MethodInfo] = &[
+    MethodInfo { method: Method::Mae, name: "mae", title: "MAE", summary: "Masked autoencoders (He et al. 2021)" },
+    MethodInfo {
+        method: Method::Dino,
+        name: "dino",
+        title: "DINO",
+        summary: "Self-distillation with no labels (Caron et al. 2021): multi-crop, EMA teacher",
+    },
+    MethodInfo {
+        method: Method::Ibot,
+        name: "ibot",
+        title: "iBOT",
+        summary: "iBOT (Zhou et al. 2022): DINO's [CLS] loss plus masked image modelling on patch tokens",
+    },
+];
+
+impl Method {
+    pub fn info(self) -> &'static MethodInfo {
+        METHODS.iter().find(|m| m.method == self).expect("every method has an entry")
+    }
+    pub fn name(self) -> &'static str {
+        self.info().name
+    }
+    pub fn parse(name: &str) -> Option<Method> {
+        METHODS.iter().find(|m| m.name == name).map(|m| m.method)
+    }
+    /// DINO and iBOT share DINO's optimiser settings.
+    pub fn distills(self) -> bool {
+        matches!(self, Method::Dino | Method::Ibot)
+    }
+}
+
+/// Everything that fixes a run's trajectory besides the model config; saved in checkpoints.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Schedule {
+    pub method: Method,
+    pub data: String,
+    pub steps: usize,
+    pub batch: usize,
+    pub lr: f32,
+    pub min_lr: f32,
+    pub warmup_steps: usize,
+    pub weight_decay: f32,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub clip: Option<f32>,
+    pub seed: u64,
+    pub in_chans: usize,
+    /// Crop area fractions for augmenting data sets (absent: the method's default).
+    #[serde(default)]
+    pub crop_scale: Option<(f32, f32)>,
+    #[serde(default)]
+    pub color_jitter: bool,
+}
+
+impl Schedule {
+    /// The method's defaults (MAE's recipe, or DINO's for DINO and iBOT) for `steps` steps.
+    pub fn defaults(method: Method, data: &str, in_chans: usize, steps: usize, batch: usize) -> Self {
+        let dino = method.distills();
+        Schedule {
+            method,
+            data: data.to_string(),
+            steps,
+            batch,
+            lr: if dino { 5e-4 } else { 1.5e-3 },
+            min_lr: if dino { 1e-6 } else { 1e-5 },
+            warmup_steps: steps / 20,
+            weight_decay: if dino { 0.04 } else { 0.05 },
+            // MAE's AdamW betas; DINO keeps PyTorch's
+            beta1: 0.9,
+            beta2: if dino { 0.999 } else { 0.95 },
+            // DINO clips each parameter's gradient to 3
+            clip: dino.then_some(3.0),
+            seed: 0,
+            in_chans,
+            crop_scale: None,
+            color_jitter: false,
+        }
+    }
+
+    /// The learning rate of every step.
+    pub fn lrs(&self) -> Vec<f32> {
+        crate::optim::warmup_cosine(self.lr, self.min_lr, self.steps, self.warmup_steps)
+    }
+
+    pub fn step_config(&self, lr: f32) -> StepConfig {
+        StepConfig {
+            lr,
+            weight_decay: self.weight_decay,
+            beta1: self.beta1,
+            beta2: self.beta2,
+            eps: 1e-8,
+            clip: self.clip,
+            clip_per_param: self.method.distills(),
+        }
+    }
+
+    /// The rng that draws data order, crops and masks at step 0 (the weights take `seed`).
+    pub fn data_rng(&self) -> Rng {
+        Rng::new(self.seed.wrapping_add(1))
+    }
+}
+
+/// Training images as a method sees them; the CLI's data sets and the app's implement it.
+pub trait Views {
+    fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    fn norm(&self) -> &Normalize;
+    /// `[indices.len(), C, size, size]`, normalised; crops and flips (where the data set
+    /// augments) drawn from `rng`.
+    fn batch(&self, indices: &[usize], size: usize, rng: &mut Rng) -> Vec<f32>;
+    /// One view of image `index` drawn by `aug` (DINO's multi-crop), in [0, 1].
+    fn view(&self, index: usize, aug: &Augmentation, rng: &mut Rng) -> Image;
+}
+
+/// In-memory images in [0, 1] (HWC), used whole: the app's data sets.
+pub struct ImageSet {
+    pub images: Vec<Image>,
+    pub labels: Option<Vec<u32>>,
+    pub norm: Normalize,
+}
+
+impl Views for ImageSet {
+    fn len(&self) -> usize {
+        self.images.len()
+    }
+    fn norm(&self) -> &Normalize {
+        &self.norm
+    }
+    fn batch(&self, indices: &[usize], size: usize, _rng: &mut Rng) -> Vec<f32> {
+        let mut out = Vec::new();
+        for &i in indices {
+            crate::augment::centre_fit(&self.images[i], size).push_chw(&self.norm.mean, &self.norm.std, &mut out);
+        }
+        out
+    }
+    fn view(&self, index: usize, aug: &Augmentation, rng: &mut Rng) -> Image {
+        aug.view(&self.images[index], rng)
+    }
+}
+
+/// The order of the data set in epoch `epoch`: a Fisher–Yates shuffle seeded by the run's
+/// seed and the epoch, so any step's batch follows from the step number alone.
+pub fn epoch_order(seed: u64, epoch: u64, n: usize) -> Vec<usize> {
+    let mut rng = Rng::new(seed ^ epoch.wrapping_add(1).wrapping_mul(0xD1B5_4A32_D192_ED03));
+    let mut order: Vec<usize> = (0..n).collect();
+    for i in (1..n).rev() {
+        order.swap(i, rng.below(i + 1));
+    }
+    order
+}
+
+/// Indices of the `batch` images of `step` when every epoch is a fresh shuffle.
+pub struct Sampler {
+    seed: u64,
+    n: usize,
+    epoch: u64,
+    order: Vec<usize>,
+}
+
+impl Sampler {
+    pub fn new(seed: u64, n: usize) -> Self {
+        Sampler { seed, n, epoch: 0, order: epoch_order(seed, 0, n) }
+    }
+    pub fn indices(&mut self, step: usize, batch: usize) -> Vec<usize> {
+        (step * batch..(step + 1) * batch)
+            .map(|pos| {
+                let epoch = (pos / self.n) as u64;
+                if epoch != self.epoch {
+                    self.epoch = epoch;
+                    self.order = epoch_order(self.seed, epoch, self.n);
+                }
+                self.order[pos % self.n]
+            })
+            .collect()
+    }
+}
+
+/// What a method gives the training loop, on one backend.
+pub trait Trainer<B: Backend> {
+    /// One optimiser step (0-based `step` of the schedule) on the images `indices` of
+    /// `data`: the method draws its views and masks from `rng`, records forward, backward
+    /// and updates, then reads the loss once (one submit on the GPU).
+    fn step<'a>(
+        &'a mut self,
+        be: &'a B,
+        data: &'a dyn Views,
+        indices: &'a [usize],
+        step: usize,
+        rng: &'a mut Rng,
+        hp: StepConfig,
+    ) -> LocalFut<'a, f64>;
+    /// The model's tensors under their official names (what the model file holds).
+    fn weights<'a>(&'a self, be: &'a B) -> LocalFut<'a, TensorFile>;
+    /// Everything else a checkpoint needs to resume exactly (optimiser moments, named
+    /// `opt.*`; a teacher; …) and Adam's step count.
+    fn state<'a>(&'a self, be: &'a B) -> LocalFut<'a, (TensorFile, u32)>;
+    /// The model config as JSON (the `config` metadata).
+    fn config_json(&self) -> String;
+    /// More metadata for the model file (e.g. the backbone's `vit_config`).
+    fn model_metadata(&self) -> Vec<(String, String)> {
+        Vec::new()
+    }
+    /// The last step's loss terms besides the total, for the log (iBOT's `cls`, `patch`).
+    fn loss_terms(&self) -> Vec<(&'static str, f64)> {
+        Vec::new()
+    }
+}
+
+/// A method's model settings, as a run's `config` metadata holds them.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RunConfig {
+    Mae(crate::methods::mae::MaeConfig),
+    Dino(dino::DinoRun),
+    Ibot(ibot::IbotRun),
+}
+
+impl RunConfig {
+    pub fn method(&self) -> Method {
+        match self {
+            RunConfig::Mae(_) => Method::Mae,
+            RunConfig::Dino(_) => Method::Dino,
+            RunConfig::Ibot(_) => Method::Ibot,
+        }
+    }
+
+    /// Read a `config` metadata string of `method`.
+    pub fn from_json(method: Method, json: &str) -> Result<Self, String> {
+        let bad = |e: serde_json::Error| format!("the {} config: {e}", method.name());
+        Ok(match method {
+            Method::Mae => RunConfig::Mae(serde_json::from_str(json).map_err(bad)?),
+            Method::Dino => RunConfig::Dino(serde_json::from_str(json).map_err(bad)?),
+            Method::Ibot => RunConfig::Ibot(serde_json::from_str(json).map_err(bad)?),
+        })
+    }
+
+    /// A fresh trainer: weights from the schedule's seed.
+    pub fn trainer<'b, B: Backend + 'b>(&self, be: &B, s: &Schedule) -> Box<dyn Trainer<B> + 'b> {
+        match self {
+            RunConfig::Mae(c) => Box::new(mae::MaeTrainer::new(be, c.clone(), s.seed)),
+            RunConfig::Dino(r) => Box::new(dino::DinoTrainer::new(be, r.clone(), s.seed, s.steps, s.weight_decay)),
+            RunConfig::Ibot(r) => Box::new(ibot::IbotTrainer::new(be, r.clone(), s.seed, s.steps, s.weight_decay)),
+        }
+    }
+
+    /// The input side the backbone takes (MAE's, or the global crops').
+    pub fn img_size(&self) -> usize {
+        match self {
+            RunConfig::Mae(c) => c.img_size,
+            RunConfig::Dino(r) => r.model.vit.img_size[0],
+            RunConfig::Ibot(r) => r.model.vit.img_size[0],
+        }
+    }
+}
+
+/// Where a checkpoint says its run stands.
+#[derive(Clone, Debug)]
+pub struct Resumed {
+    pub schedule: Schedule,
+    pub config: RunConfig,
+    pub normalize: Normalize,
+    pub step: usize,
+    pub rng: Rng,
+    pub elapsed_s: f64,
+}
+
+fn meta<'a>(file: &'a TensorFile, key: &str) -> Result<&'a str, String> {
+    file.metadata.get(key).map(|s| s.as_str()).ok_or_else(|| format!("the checkpoint has no `{key}` metadata"))
+}
+
+/// Read a checkpoint's settings and position (not its tensors: see [`restore`]).
+pub fn read_checkpoint(file: &TensorFile) -> Result<Resumed, String> {
+    if file.metadata.get("format").map(|s| s.as_str()) != Some(CHECKPOINT_FORMAT) {
+        return Err(format!("not a patchwork training checkpoint (format {CHECKPOINT_FORMAT})"));
+    }
+    let schedule: Schedule =
+        serde_json::from_str(meta(file, "schedule")?).map_err(|e| format!("the checkpoint's schedule: {e}"))?;
+    let config = RunConfig::from_json(schedule.method, meta(file, "config")?)?;
+    let normalize = serde_json::from_str(meta(file, "normalize")?).map_err(|e| format!("normalize: {e}"))?;
+    let step = meta(file, "step")?.parse().map_err(|e| format!("step: {e}"))?;
+    let rng: [u64; 4] = serde_json::from_str(meta(file, "rng")?).map_err(|e| format!("rng: {e}"))?;
+    let elapsed_s = meta(file, "elapsed_s")?.parse().map_err(|e| format!("elapsed_s: {e}"))?;
+    Ok(Resumed { schedule, config, normalize, step, rng: Rng::from_state(rng), elapsed_s })
+}
+
+/// The trainer a checkpoint holds, on `be`.
+pub fn restore<'b, B: Backend + 'b>(
+    be: &B,
+    r: &Resumed,
+    file: &TensorFile,
+) -> Result<Box<dyn Trainer<B> + 'b>, String> {
+    let (steps, wd) = (r.schedule.steps, r.schedule.weight_decay);
+    Ok(match &r.config {
+        RunConfig::Mae(c) => Box::new(mae::MaeTrainer::from_checkpoint(be, c.clone(), file)?),
+        RunConfig::Dino(run) => Box::new(dino::DinoTrainer::from_checkpoint(be, run.clone(), file, steps, wd)?),
+        RunConfig::Ibot(run) => Box::new(ibot::IbotTrainer::from_checkpoint(be, run.clone(), file, steps, wd)?),
+    })
+}
+
+fn metadata(pairs: Vec<(&str, String)>) -> std::collections::HashMap<String, String> {
+    pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+}
+
+/// The checkpoint after `step` steps: weights, the method's state and every setting.
+pub async fn checkpoint_file<B: Backend>(
+    be: &B,
+    trainer: &dyn Trainer<B>,
+    s: &Schedule,
+    norm: &Normalize,
+    step: usize,
+    rng: &Rng,
+    elapsed_s: f64,
+) -> TensorFile {
+    let mut file = trainer.weights(be).await;
+    let (opt, adam_step) = trainer.state(be).await;
+    file.tensors.extend(opt.tensors);
+    file.metadata = metadata(vec![
+        ("format", CHECKPOINT_FORMAT.to_string()),
+        ("method", s.method.name().to_string()),
+        ("config", trainer.config_json()),
+        ("schedule", serde_json::to_string(s).expect("a schedule serialises")),
+        ("normalize", serde_json::to_string(norm).expect("normalize serialises")),
+        ("step", step.to_string()),
+        ("adam_step", adam_step.to_string()),
+        ("rng", serde_json::to_string(&rng.state()).expect("an rng state serialises")),
+        ("elapsed_s", elapsed_s.to_string()),
+    ]);
+    file
+}
+
+/// The model file of a finished (or exported) run; `train` is the run's record (command,
+/// schedule, backend, time, final loss).
+pub async fn model_file<B: Backend>(
+    be: &B,
+    trainer: &dyn Trainer<B>,
+    s: &Schedule,
+    norm: &Normalize,
+    train: serde_json::Value,
+) -> TensorFile {
+    let mut model = trainer.weights(be).await;
+    let mut meta = metadata(vec![
+        ("format", MODEL_FORMAT.to_string()),
+        ("method", s.method.name().to_string()),
+        ("config", trainer.config_json()),
+        ("normalize", serde_json::to_string(norm).expect("normalize serialises")),
+        ("train", train.to_string()),
+    ]);
+    meta.extend(trainer.model_metadata());
+    model.metadata = meta;
+    model
+}
+
+/// A host tensor file's f32 tensor by name.
+pub fn tensor_f32<'a>(file: &'a TensorFile, name: &str) -> Result<&'a [f32], String> {
+    file.tensors.get(name).and_then(Tensor::as_f32).ok_or_else(|| format!("the checkpoint has no f32 tensor `{name}`"))
+}
+
+/// Write `file`'s `{prefix}{name}` tensors into the parameters `p`.
+pub fn load_into<B: Backend>(be: &B, p: &Params<B>, file: &TensorFile, prefix: &str) -> Result<(), String> {
+    for t in &p.list {
+        be.write(&t.buf, tensor_f32(file, &format!("{prefix}{}", t.name))?);
+    }
+    Ok(())
+}
+
+/// The tensors of `file` under `prefix`, with the prefix removed.
+pub fn part(file: &TensorFile, prefix: &str) -> TensorFile {
+    let mut t = TensorFile::default();
+    for (k, v) in &file.tensors {
+        if let Some(name) = k.strip_prefix(prefix) {
+            t.tensors.insert(name.to_string(), v.clone());
+        }
+    }
+    t
+}
+
+/// Adam's step count of a checkpoint (0 when absent).
+pub fn adam_step(file: &TensorFile) -> Result<u32, String> {
+    file.metadata
+        .get("adam_step")
+        .map(|s| s.parse().map_err(|e| format!("adam_step: {e}")))
+        .transpose()
+        .map(|s| s.unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sampler_visits_every_image_once_per_epoch_and_depends_only_on_the_step() {
+        let mut s = Sampler::new(7, 10);
+        let mut seen: Vec<usize> = (0..5).flat_map(|step| s.indices(step, 2)).collect();
+        seen.sort();
+        assert_eq!(seen, (0..10).collect::<Vec<_>>());
+        let later = s.indices(13, 3);
+        assert_eq!(Sampler::new(7, 10).indices(13, 3), later);
+    }
+
+    #[test]
+    fn every_method_is_listed_once_and_parses_back() {
+        for m in METHODS {
+            assert_eq!(Method::parse(m.name), Some(m.method));
+            assert_eq!(m.method.name(), m.name);
+        }
+        assert_eq!(Method::parse("nope"), None);
+    }
+}
