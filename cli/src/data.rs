@@ -185,36 +185,17 @@ fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
     }
 }
 
-fn be_u32(b: &[u8], at: usize) -> usize {
-    u32::from_be_bytes(b[at..at + 4].try_into().unwrap()) as usize
-}
-
-/// Parse idx3 (images, `[n, rows, cols]` u8) bytes.
+/// Parse idx3 (images) bytes: `(n, rows, cols, pixels)`.
 pub fn parse_idx_images(b: &[u8]) -> Result<(usize, usize, usize, &[u8])> {
-    if b.len() < 16 || be_u32(b, 0) != 0x0803 {
-        bail!("not an idx3-ubyte image file (magic 0x00000803)");
-    }
-    let (n, rows, cols) = (be_u32(b, 4), be_u32(b, 8), be_u32(b, 12));
-    if b.len() < 16 + n * rows * cols {
-        bail!("idx image file is truncated: {n} images of {rows}×{cols} need {} bytes", 16 + n * rows * cols);
-    }
-    Ok((n, rows, cols, &b[16..16 + n * rows * cols]))
+    patchwork_compute::idx::parse_images(b).map_err(anyhow::Error::msg)
 }
 
 /// Parse idx1 (labels, `[n]` u8) bytes.
 pub fn parse_idx_labels(b: &[u8]) -> Result<Vec<u32>> {
-    if b.len() < 8 || be_u32(b, 0) != 0x0801 {
-        bail!("not an idx1-ubyte label file (magic 0x00000801)");
-    }
-    let n = be_u32(b, 4);
-    if b.len() < 8 + n {
-        bail!("idx label file is truncated");
-    }
-    Ok(b[8..8 + n].iter().map(|&l| l as u32).collect())
+    patchwork_compute::idx::parse_labels(b).map_err(anyhow::Error::msg)
 }
 
-pub const FASHION_MNIST_CLASSES: [&str; 10] =
-    ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"];
+pub use patchwork_compute::idx::FASHION_MNIST_CLASSES;
 
 /// The `split` ("train" or "t10k"/"test") of an idx folder, as grey images with labels.
 pub fn load_idx(dir: &Path, split: &str) -> Result<Dataset> {

@@ -13,6 +13,7 @@ pub mod eval;
 pub mod fixture;
 pub mod gpu;
 pub mod heads;
+pub mod idx;
 pub mod layers;
 pub mod masking;
 pub mod methods;

@@ -308,6 +308,115 @@ impl RunConfig {
     }
 }
 
+/// A model's sizes, from which every method builds its config (the Train page's presets).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Sizes {
+    pub img_size: usize,
+    pub patch_size: usize,
+    pub in_chans: usize,
+    pub embed_dim: usize,
+    pub depth: usize,
+    pub heads: usize,
+    /// MAE's decoder.
+    pub decoder_dim: usize,
+    pub decoder_depth: usize,
+    pub decoder_heads: usize,
+    /// DINO's head: output K, hidden and bottleneck widths.
+    pub out_dim: usize,
+    pub head_hidden_dim: usize,
+    pub bottleneck_dim: usize,
+    /// DINO's local crops: side and count.
+    pub local_size: usize,
+    pub local_crops: usize,
+}
+
+impl RunConfig {
+    /// `method`'s config for `sizes` with the method's defaults (MAE: ratio 0.75, pixel
+    /// targets; DINO/iBOT: `main_dino.py`'s recipe with the last layer frozen for one epoch
+    /// of `images` at `batch`; iBOT: prediction ratio 0 or 0.3 ± 0.2).
+    pub fn standard(method: Method, z: &Sizes, images: usize, batch: usize) -> Result<Self, String> {
+        use crate::heads::DinoHeadConfig;
+        use crate::methods::dino_train::DinoConfig;
+        let vit = crate::VitConfig {
+            img_size: [z.img_size; 2],
+            patch_size: z.patch_size,
+            in_chans: z.in_chans,
+            embed_dim: z.embed_dim,
+            depth: z.depth,
+            num_heads: z.heads,
+            mlp_ratio: 4.0,
+            qkv_bias: true,
+            num_classes: 0,
+            global_pool: "token".into(),
+            ..crate::VitConfig::default()
+        };
+        let head = DinoHeadConfig {
+            in_dim: z.embed_dim,
+            out_dim: z.out_dim,
+            hidden_dim: z.head_hidden_dim,
+            bottleneck_dim: z.bottleneck_dim,
+            nlayers: 3,
+            norm_last_layer: true,
+        };
+        let dino = DinoConfig {
+            head,
+            local_size: z.local_size,
+            n_local: z.local_crops,
+            student_temp: 0.1,
+            center_momentum: 0.9,
+            vit,
+        };
+        let recipe = dino::DinoRecipe::defaults(images.div_ceil(batch.max(1)));
+        let config = match method {
+            Method::Mae => {
+                let cfg = crate::methods::mae::MaeConfig {
+                    img_size: z.img_size,
+                    patch_size: z.patch_size,
+                    in_chans: z.in_chans,
+                    embed_dim: z.embed_dim,
+                    depth: z.depth,
+                    num_heads: z.heads,
+                    decoder_embed_dim: z.decoder_dim,
+                    decoder_depth: z.decoder_depth,
+                    decoder_num_heads: z.decoder_heads,
+                    mlp_ratio: 4.0,
+                    norm_pix_loss: false,
+                    mask_ratio: 0.75,
+                    norm_eps: 1e-6,
+                };
+                cfg.validate().map_err(|e| e.to_string())?;
+                RunConfig::Mae(cfg)
+            }
+            Method::Dino => {
+                dino.validate().map_err(|e| e.to_string())?;
+                RunConfig::Dino(dino::DinoRun { model: dino, recipe })
+            }
+            Method::Ibot => {
+                let model = crate::methods::ibot_train::IbotConfig {
+                    vit: dino.vit,
+                    head: dino.head,
+                    local_size: dino.local_size,
+                    n_local: dino.n_local,
+                    student_temp: dino.student_temp,
+                    center_momentum: dino.center_momentum,
+                    center_momentum2: 0.9,
+                    lambda1: 1.0,
+                    lambda2: 1.0,
+                    masking: crate::masking::MaskingGenerator::default(),
+                };
+                model.validate().map_err(|e| e.to_string())?;
+                RunConfig::Ibot(ibot::IbotRun {
+                    model,
+                    recipe,
+                    teacher_patch_temp: 0.07,
+                    warmup_teacher_patch_temp: 0.04,
+                })
+            }
+        };
+        Ok(config)
+    }
+}
+
 /// Where a checkpoint says its run stands.
 #[derive(Clone, Debug)]
 pub struct Resumed {
@@ -459,5 +568,59 @@ mod tests {
             assert_eq!(m.method.name(), m.name);
         }
         assert_eq!(Method::parse("nope"), None);
+    }
+
+    fn micro() -> Sizes {
+        Sizes {
+            img_size: 28,
+            patch_size: 7,
+            in_chans: 1,
+            embed_dim: 16,
+            depth: 1,
+            heads: 2,
+            decoder_dim: 8,
+            decoder_depth: 1,
+            decoder_heads: 2,
+            out_dim: 32,
+            head_hidden_dim: 16,
+            bottleneck_dim: 8,
+            local_size: 14,
+            local_crops: 2,
+        }
+    }
+
+    fn images(n: usize) -> ImageSet {
+        let mut rng = Rng::new(3);
+        let images = (0..n).map(|_| Image::new(28, 28, 1, (0..28 * 28).map(|_| rng.uniform()).collect())).collect();
+        ImageSet { images, labels: None, norm: Normalize { mean: vec![0.5], std: vec![0.25] } }
+    }
+
+    /// Every method through the generic path the browser takes: build from sizes, two
+    /// steps, checkpoint, restore, and the third step's loss is the same as without the
+    /// round trip.
+    #[test]
+    fn every_method_resumes_from_its_checkpoint_exactly() {
+        let (be, data) = (crate::Cpu, images(6));
+        for info in METHODS {
+            let s = Schedule::defaults(info.method, "test", 1, 3, 2);
+            let cfg = RunConfig::standard(info.method, &micro(), data.len(), s.batch).unwrap();
+            let mut t = cfg.trainer(&be, &s);
+            let (lrs, mut rng, mut sampler) = (s.lrs(), s.data_rng(), Sampler::new(s.seed, data.len()));
+            let mut run = |t: &mut Box<dyn Trainer<crate::Cpu>>, step: usize, rng: &mut Rng| {
+                let idx = sampler.indices(step, s.batch);
+                crate::block_on(t.step(&be, &data, &idx, step, rng, s.step_config(lrs[step])))
+            };
+            for step in 0..2 {
+                assert!(run(&mut t, step, &mut rng).is_finite(), "{}: step {step}", info.name);
+            }
+            let file = crate::block_on(checkpoint_file(&be, t.as_ref(), &s, &data.norm, 2, &rng, 1.0));
+            let file = TensorFile::from_bytes(&file.to_bytes()).unwrap();
+            let r = read_checkpoint(&file).unwrap();
+            assert_eq!((r.step, &r.schedule, &r.config), (2, &s, &cfg), "{}", info.name);
+            let mut back = restore(&be, &r, &file).unwrap();
+            let mut rng2 = r.rng.clone();
+            let (a, b) = (run(&mut t, 2, &mut rng), run(&mut back, 2, &mut rng2));
+            assert_eq!(a, b, "{}: the third step's loss after a restore", info.name);
+        }
     }
 }
