@@ -8,6 +8,7 @@ use crate::engine::BackendKind;
 use crate::probe::{self, Device, Report};
 use crate::reconstruct::page::ReconstructPage;
 use crate::settings::{self, BackendPref, Page, SettingsCtx};
+use crate::train::page::TrainPage;
 
 /// The faster backend for what the probe found: WebGPU on a hardware adapter, the CPU
 /// backend on a software one (SwiftShader is slower than plain Rust on the same cores) or
@@ -91,22 +92,9 @@ pub fn App() -> impl IntoView {
             {move || match page.get() {
                 Page::Reconstruct => view! { <ReconstructPage backend /> }.into_any(),
                 Page::Attention => view! { <AttentionPage backend /> }.into_any(),
-                Page::Train => view! {
-                    <NotYet page=Page::Train note="Training in the browser is not available yet; use `patchwork train` on the command line for now." />
-                }
-                .into_any(),
+                Page::Train => view! { <TrainPage backend /> }.into_any(),
             }}
         </main>
         <footer>"Patchwork: one Rust engine, WGSL kernels and a CPU reference, in the browser and on the command line."</footer>
-    }
-}
-
-#[component]
-fn NotYet(page: Page, note: &'static str) -> impl IntoView {
-    view! {
-        <section class="panel" data-testid=format!("page-{}", page.slug())>
-            <h2>{page.title()}</h2>
-            <p class="note" data-testid="not-yet">{note}</p>
-        </section>
     }
 }

@@ -5,11 +5,14 @@
 pub mod app;
 pub mod attention;
 pub mod browser;
+pub mod chart;
 pub mod device_panel;
 pub mod engine;
 pub mod image_source;
 pub mod probe;
 pub mod reconstruct;
 pub mod settings;
+pub mod store;
+pub mod train;
 
 pub use app::App;

@@ -1,0 +1,487 @@
+//! The Train page's one owner of compute: it loads the data, builds the method's
+//! [`Trainer`] on the CPU backend or WebGPU, runs the schedule step by step (yielding to the
+//! browser between steps), evaluates frozen features every K steps (DINO's weighted kNN and
+//! a linear probe on the held-out split), checkpoints to browser storage every N steps, and
+//! publishes plain structs ([`Curves`], [`Status`], [`Progress`]) through signals. No
+//! buffer leaves this module.
+//!
+//! ```text
+//! trainer = RunConfig::standard(method, preset).trainer()  | restore(checkpoint)
+//! for step in start..steps:
+//!     loss = trainer.step(batch(step), lr[step]).await     # as `patchwork train`
+//!     stop on a non-finite loss (the last checkpoint stays)
+//!     every eval_every: kNN / linear probe of the backbone's [CLS] features
+//!     every checkpoint_every: store::save(config, curves, checkpoint)
+//! ```
+pub mod page;
+
+use std::rc::Rc;
+
+use leptos::prelude::*;
+use patchwork_compute::attention::vit_from_file;
+use patchwork_compute::augment::Image;
+use patchwork_compute::eval::{knn_votes, l2_normalize, top_k_accuracy, train_linear, LinearConfig};
+use patchwork_compute::model_file::Normalize;
+use patchwork_compute::rng::Rng;
+use patchwork_compute::train::{
+    checkpoint_file, model_file, read_checkpoint, restore, ImageSet, Method, RunConfig, Sampler, Schedule, Sizes,
+    Trainer,
+};
+use patchwork_compute::{Backbone, Backend, Cpu, Gpu, TensorFile, Vit};
+use serde::{Deserialize, Serialize};
+
+use crate::browser;
+use crate::engine::{next_tick, BackendKind};
+use crate::store::{self, SavedRun};
+
+/// Model sizes offered on the page; all take 28×28 grey images (Fashion-MNIST).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Preset {
+    /// 32 wide, 1 block, 7-px patches: seconds per step even on a software GPU.
+    Micro,
+    /// 64 wide, 2 blocks, 4-px patches.
+    Tiny,
+    /// The bundled Fashion-MNIST models' size: 128 wide, 4 blocks.
+    Small,
+}
+
+impl Preset {
+    pub const ALL: [Preset; 3] = [Preset::Micro, Preset::Tiny, Preset::Small];
+
+    pub fn slug(self) -> &'static str {
+        match self {
+            Preset::Micro => "micro",
+            Preset::Tiny => "tiny",
+            Preset::Small => "small",
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Preset::Micro => "micro (ViT 32×1, patch 7)",
+            Preset::Tiny => "tiny (ViT 64×2, patch 4)",
+            Preset::Small => "small (ViT 128×4, patch 4)",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Preset> {
+        Preset::ALL.into_iter().find(|p| p.slug() == s)
+    }
+
+    pub fn sizes(self) -> Sizes {
+        let (embed_dim, depth, heads, patch_size, out_dim, hidden, bottleneck, local_size, local_crops) = match self {
+            Preset::Micro => (32, 1, 2, 7, 64, 64, 32, 14, 2),
+            Preset::Tiny => (64, 2, 2, 4, 256, 256, 64, 12, 4),
+            Preset::Small => (128, 4, 4, 4, 1024, 512, 128, 12, 6),
+        };
+        Sizes {
+            img_size: 28,
+            patch_size,
+            in_chans: 1,
+            embed_dim,
+            depth,
+            heads,
+            decoder_dim: (embed_dim / 2).max(16),
+            decoder_depth: if self == Preset::Micro { 1 } else { 2 },
+            decoder_heads: 2,
+            out_dim,
+            head_hidden_dim: hidden,
+            bottleneck_dim: bottleneck,
+            local_size,
+            local_crops,
+        }
+    }
+}
+
+/// What the form sets; saved with every checkpoint.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainForm {
+    pub method: Method,
+    pub preset: Preset,
+    pub steps: usize,
+    pub batch: usize,
+    /// Empty: the method's default.
+    pub lr: Option<f32>,
+    pub eval_every: usize,
+    pub checkpoint_every: usize,
+    pub seed: u64,
+    /// Held-out images for kNN / linear probe (and training images as their memory bank).
+    pub eval_train: usize,
+    pub eval_test: usize,
+}
+
+impl Default for TrainForm {
+    fn default() -> Self {
+        TrainForm {
+            method: Method::Dino,
+            preset: Preset::Micro,
+            steps: 200,
+            batch: 32,
+            lr: None,
+            eval_every: 50,
+            checkpoint_every: 50,
+            seed: 0,
+            eval_train: 1000,
+            eval_test: 500,
+        }
+    }
+}
+
+impl TrainForm {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.steps == 0 || self.batch == 0 {
+            return Err("steps and batch must be at least 1".into());
+        }
+        if self.eval_every == 0 || self.checkpoint_every == 0 {
+            return Err("evaluate and checkpoint every ≥ 1 step".into());
+        }
+        if let Some(lr) = self.lr.filter(|lr| !(lr.is_finite() && *lr > 0.0)) {
+            return Err(format!("learning rate {lr} must be a positive number"));
+        }
+        Ok(())
+    }
+
+    /// The method's own learning rate, used when the form leaves it empty.
+    pub fn schedule_default_lr(&self) -> f32 {
+        Schedule::defaults(self.method, "", 1, 1, 1).lr
+    }
+
+    pub fn schedule(&self) -> Schedule {
+        let mut s = Schedule::defaults(self.method, "fashion-mnist (bundled subset)", 1, self.steps, self.batch);
+        s.seed = self.seed;
+        if let Some(lr) = self.lr {
+            s.lr = lr;
+        }
+        s
+    }
+}
+
+/// One curve: `(step, value)` points.
+pub type Curve = Vec<(f64, f64)>;
+
+/// Everything the charts draw; saved with every checkpoint, so a resumed run's curves
+/// continue.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Curves {
+    pub loss: Curve,
+    pub lr: Curve,
+    pub images_per_s: Curve,
+    /// Top-1 accuracy in percent on the held-out split.
+    pub knn: Curve,
+    pub linear: Curve,
+}
+
+impl Curves {
+    /// The curves as CSV: one row per step, empty cells where a curve has no point.
+    pub fn to_csv(&self) -> String {
+        let mut steps: Vec<f64> = self.loss.iter().chain(&self.knn).chain(&self.linear).map(|p| p.0).collect();
+        steps.sort_by(f64::total_cmp);
+        steps.dedup();
+        let at = |c: &Curve, s: f64| c.iter().find(|p| p.0 == s).map(|p| p.1.to_string()).unwrap_or_default();
+        let mut out = String::from("step,loss,lr,images_per_s,knn_top1,linear_top1\n");
+        for s in steps {
+            let row = [&self.loss, &self.lr, &self.images_per_s, &self.knn, &self.linear].map(|c| at(c, s));
+            out += &format!("{s},{}\n", row.join(","));
+        }
+        out
+    }
+}
+
+/// Where the run stands.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Status {
+    Idle,
+    Working(String),
+    Running,
+    Paused,
+    Stopped(String),
+    Finished(String),
+    Failed(String),
+}
+
+impl Status {
+    pub fn active(&self) -> bool {
+        matches!(self, Status::Working(_) | Status::Running | Status::Paused)
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Progress {
+    pub step: usize,
+    pub steps: usize,
+    pub images_per_s: f64,
+    pub eta_s: f64,
+    pub last_checkpoint: Option<usize>,
+}
+
+/// What the page asks of a running loop, checked between steps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Command {
+    Run,
+    Pause,
+    Stop,
+}
+
+/// The signals a run publishes to, and the command cell it reads.
+#[derive(Clone, Copy)]
+pub struct RunSignals {
+    pub status: RwSignal<Status>,
+    pub curves: RwSignal<Curves>,
+    pub progress: RwSignal<Progress>,
+    pub form: RwSignal<TrainForm>,
+    pub run_id: RwSignal<Option<String>>,
+}
+
+/// The bundled Fashion-MNIST subset (2 000 training and 1 000 test images).
+pub struct FashionData {
+    pub train: ImageSet,
+    pub test: ImageSet,
+}
+
+/// Fashion-MNIST's statistics (as `patchwork train` normalises it).
+pub fn fashion_norm() -> Normalize {
+    Normalize { mean: vec![0.2860], std: vec![0.3530] }
+}
+
+fn gunzip(raw: &[u8], what: &str) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(raw).read_to_end(&mut out).map_err(|e| format!("{what}: {e}"))?;
+    Ok(out)
+}
+
+/// A split from its gzipped idx image and label files.
+pub fn split_from_gz(images: &[u8], labels: &[u8], what: &str) -> Result<ImageSet, String> {
+    let images = gunzip(images, what)?;
+    let labels = gunzip(labels, what)?;
+    let (n, rows, cols, pixels) = patchwork_compute::idx::parse_images(&images).map_err(|e| format!("{what}: {e}"))?;
+    let labels = patchwork_compute::idx::parse_labels(&labels).map_err(|e| format!("{what}: {e}"))?;
+    if labels.len() != n {
+        return Err(format!("{what}: {n} images but {} labels", labels.len()));
+    }
+    let images = pixels.chunks(rows * cols).map(|p| Image::from_u8(cols, rows, 1, p)).collect();
+    Ok(ImageSet { images, labels: Some(labels), norm: fashion_norm() })
+}
+
+async fn fetch_split(split: &str) -> Result<ImageSet, String> {
+    let images = browser::fetch_bytes(&format!("fashion-mnist/{split}-images-idx3-ubyte.gz")).await?;
+    let labels = browser::fetch_bytes(&format!("fashion-mnist/{split}-labels-idx1-ubyte.gz")).await?;
+    split_from_gz(&images, &labels, split)
+}
+
+/// The bundled subset, fetched from the app's `fashion-mnist/` folder.
+pub async fn load_fashion() -> Result<FashionData, String> {
+    Ok(FashionData { train: fetch_split("train").await?, test: fetch_split("t10k").await? })
+}
+
+fn now_ms() -> f64 {
+    web_sys::window().and_then(|w| w.performance()).map(|p| p.now()).unwrap_or(0.0)
+}
+
+async fn sleep_ms(ms: i32) {
+    let promise = js_sys::Promise::new(&mut |resolve, _| {
+        if let Some(w) = web_sys::window() {
+            let _ = w.set_timeout_with_callback_and_timeout_and_arguments_0(&resolve, ms);
+        }
+    });
+    let _ = wasm_bindgen_futures::JsFuture::from(promise).await;
+}
+
+/// The pooled ([CLS]) features `[n, D]` of the first `n` images of `set`, normalised with
+/// the model's `norm` (as `patchwork eval` feeds them).
+async fn features<B: Backend>(be: &B, vit: &Vit<B>, set: &ImageSet, n: usize, norm: &Normalize) -> Vec<f32> {
+    let (n, size) = (n.min(set.images.len()), vit.cfg.img_size[0]);
+    let mut out = Vec::with_capacity(n * vit.cfg.embed_dim);
+    for chunk in set.images[..n].chunks(100) {
+        let mut x = Vec::with_capacity(chunk.len() * size * size * vit.cfg.in_chans);
+        for img in chunk {
+            patchwork_compute::augment::centre_fit(img, size).push_chw(&norm.mean, &norm.std, &mut x);
+        }
+        let saved = Backbone::forward(vit, be, &be.upload(&x), chunk.len());
+        out.extend(be.read(vit.pooled(&saved)).await);
+        next_tick().await;
+    }
+    out
+}
+
+/// kNN (k = 20, T = 0.07) and linear-probe top-1 accuracy, in percent, of the backbone in
+/// `model` (a model file), as `patchwork eval --knn --linear` computes them: features of the
+/// first `eval_train` training images (the memory bank / probe training set) and the first
+/// `eval_test` test images.
+pub async fn evaluate<B: Backend>(
+    be: &B,
+    model: TensorFile,
+    data: &FashionData,
+    eval_train: usize,
+    eval_test: usize,
+) -> Result<(f64, f64), String> {
+    let (vm, file) = vit_from_file(model, None)?;
+    let vit = Vit::from_file(be, vm.cfg.clone(), &file).map_err(|e| e.to_string())?;
+    let dim = vm.cfg.embed_dim;
+    let mut tr = features(be, &vit, &data.train, eval_train, &vm.norm).await;
+    let mut te = features(be, &vit, &data.test, eval_test, &vm.norm).await;
+    let label = |s: &ImageSet, n: usize| s.labels.as_ref().map(|l| l[..n.min(l.len())].to_vec()).unwrap_or_default();
+    let (ytr, yte) = (label(&data.train, eval_train), label(&data.test, eval_test));
+    let probe = train_linear(be, &tr, &ytr, dim, 10, &LinearConfig::default(), |_, _| {}).await;
+    let linear = top_k_accuracy(&probe.logits(&te), &yte, 10, 1) * 100.0;
+    l2_normalize(&mut tr, dim);
+    l2_normalize(&mut te, dim);
+    let votes = knn_votes(&tr, &ytr, &te, dim, 10, 20, 0.07);
+    Ok((top_k_accuracy(&votes, &yte, 10, 1) * 100.0, linear))
+}
+
+/// Start (or, with `resume`, continue) a run on `kind`. Returns when it ends; the page
+/// reads everything through `sig`.
+pub async fn run(
+    kind: BackendKind,
+    form: TrainForm,
+    resume: Option<SavedRun>,
+    data: Rc<FashionData>,
+    command: RwSignal<Command>,
+    sig: RunSignals,
+) {
+    let result = match kind {
+        BackendKind::Cpu => drive(&Cpu, form, resume, &data, command, sig).await,
+        BackendKind::WebGpu => match Gpu::new().await {
+            Ok(gpu) => drive(&gpu, form, resume, &data, command, sig).await,
+            Err(e) => Err(format!("WebGPU: {e}")),
+        },
+    };
+    if let Err(e) = result {
+        sig.status.set(Status::Failed(e));
+    }
+}
+
+async fn drive<B: Backend>(
+    be: &B,
+    form: TrainForm,
+    resume: Option<SavedRun>,
+    data: &FashionData,
+    command: RwSignal<Command>,
+    sig: RunSignals,
+) -> Result<(), String> {
+    let norm = fashion_norm();
+    let (mut trainer, s, start, mut rng, id): (Box<dyn Trainer<B> + '_>, Schedule, usize, Rng, String) = match &resume {
+        Some(saved) => {
+            sig.status.set(Status::Working(format!("restoring the checkpoint at step {}…", saved.step)));
+            let file = TensorFile::from_bytes(&saved.checkpoint).map_err(|e| format!("the saved checkpoint: {e}"))?;
+            let r = read_checkpoint(&file)?;
+            let curves: Curves =
+                serde_json::from_str(&saved.curves_json).map_err(|e| format!("the saved curves: {e}"))?;
+            sig.curves.set(curves);
+            (restore(be, &r, &file)?, r.schedule, r.step, r.rng, saved.id.clone())
+        }
+        None => {
+            let s = form.schedule();
+            let cfg = RunConfig::standard(form.method, &form.preset.sizes(), data.train.images.len(), s.batch)?;
+            sig.curves.set(Curves::default());
+            let id = format!("{}-{}-{}", form.method.name(), form.preset.slug(), js_sys::Date::now() as u64);
+            (cfg.trainer(be, &s), s.clone(), 0, s.data_rng(), id)
+        }
+    };
+    sig.run_id.set(Some(id.clone()));
+    let lrs = s.lrs();
+    let mut sampler = Sampler::new(s.seed, data.train.images.len());
+    let mut last_ckpt = resume.as_ref().map(|r| r.step);
+    let (t0, mut ips_avg) = (now_ms(), 0.0);
+    sig.progress.set(Progress { step: start, steps: s.steps, last_checkpoint: last_ckpt, ..Progress::default() });
+    sig.status.set(Status::Running);
+    for (step, &lr) in lrs.iter().enumerate().skip(start) {
+        loop {
+            match command.get_untracked() {
+                Command::Run => break,
+                Command::Stop => {
+                    let kept = last_ckpt.map_or("nothing was saved yet".into(), |k| format!("checkpoint at step {k}"));
+                    sig.status.set(Status::Stopped(format!("stopped at step {step}; {kept}")));
+                    return Ok(());
+                }
+                Command::Pause => {
+                    if sig.status.get_untracked() != Status::Paused {
+                        sig.status.set(Status::Paused);
+                    }
+                    sleep_ms(100).await;
+                }
+            }
+        }
+        if sig.status.get_untracked() != Status::Running {
+            sig.status.set(Status::Running);
+        }
+        let t = now_ms();
+        let indices = sampler.indices(step, s.batch);
+        let loss = trainer.step(be, &data.train, &indices, step, &mut rng, s.step_config(lr)).await;
+        let done = step + 1;
+        if !loss.is_finite() {
+            let kept = last_ckpt.map_or("no checkpoint was saved yet".into(), |k| {
+                format!("the last checkpoint (step {k}) is kept in browser storage")
+            });
+            return Err(format!(
+                "the loss is {loss} at step {done}; training stopped, {kept}. Try a lower learning rate."
+            ));
+        }
+        let ips = s.batch as f64 / ((now_ms() - t) / 1000.0).max(1e-6);
+        ips_avg = if step == start { ips } else { 0.9 * ips_avg + 0.1 * ips };
+        sig.curves.update(|c| {
+            c.loss.push((done as f64, loss));
+            c.lr.push((done as f64, lr as f64));
+            c.images_per_s.push((done as f64, ips));
+        });
+        let per_step = (now_ms() - t0) / 1000.0 / (done - start) as f64;
+        sig.progress.set(Progress {
+            step: done,
+            steps: s.steps,
+            images_per_s: ips_avg,
+            eta_s: per_step * (s.steps - done) as f64,
+            last_checkpoint: last_ckpt,
+        });
+        if done.is_multiple_of(form.eval_every) || done == s.steps {
+            sig.status.set(Status::Working(format!("step {done}: kNN and linear probe on held-out images…")));
+            let model = model_file(be, trainer.as_ref(), &s, &norm, serde_json::json!({})).await;
+            let (knn, linear) = evaluate(be, model, data, form.eval_train, form.eval_test).await?;
+            sig.curves.update(|c| {
+                c.knn.push((done as f64, knn));
+                c.linear.push((done as f64, linear));
+            });
+        }
+        if done.is_multiple_of(form.checkpoint_every) || done == s.steps {
+            sig.status.set(Status::Working(format!("step {done}: saving a checkpoint to browser storage…")));
+            let file = checkpoint_file(be, trainer.as_ref(), &s, &norm, done, &rng, 0.0).await;
+            let saved = SavedRun {
+                id: id.clone(),
+                config_json: serde_json::to_string(&form).expect("a form serialises"),
+                curves_json: serde_json::to_string(&sig.curves.get_untracked()).expect("curves serialise"),
+                checkpoint: file.to_bytes(),
+                step: done,
+                saved_unix_ms: js_sys::Date::now(),
+            };
+            if let Err(e) = store::save(&saved).await {
+                let kept = last_ckpt
+                    .map_or("no checkpoint was saved before".into(), |k| format!("the checkpoint at step {k} is kept"));
+                return Err(format!("could not save the checkpoint at step {done}: {e}; training stopped, {kept}"));
+            }
+            last_ckpt = Some(done);
+            sig.progress.update(|p| p.last_checkpoint = last_ckpt);
+        }
+        if sig.status.get_untracked() != Status::Running {
+            sig.status.set(Status::Running);
+        }
+        next_tick().await;
+    }
+    sig.status.set(Status::Finished(format!("finished {} steps; checkpoint at step {} saved", s.steps, s.steps)));
+    Ok(())
+}
+
+/// The model file of a saved run (the method's weights with timm names and metadata), for
+/// export: read from the checkpoint on the CPU backend.
+pub async fn export_model(saved: &SavedRun) -> Result<Vec<u8>, String> {
+    let file = TensorFile::from_bytes(&saved.checkpoint).map_err(|e| e.to_string())?;
+    let r = read_checkpoint(&file)?;
+    let t = restore(&Cpu, &r, &file)?;
+    let record = serde_json::json!({ "schedule": r.schedule, "backend": "browser", "step": r.step });
+    Ok(model_file(&Cpu, t.as_ref(), &r.schedule, &r.normalize, record).await.to_bytes())
+}
+
+/// For the resume offer: what a saved run was.
+pub fn describe(saved_form: &str) -> Option<TrainForm> {
+    serde_json::from_str(saved_form).ok()
+}

@@ -1,0 +1,119 @@
+//! The Train page's runner in the browser (wasm, CPU backend): a quota error while saving
+//! stops the run with a message and keeps the last checkpoint, which then resumes to the
+//! end; a diverging run stops at the first non-finite loss; and the held-out scores equal
+//! `patchwork eval`'s on the bundled model and subset (as `eval_parity.rs` checks natively).
+#![cfg(target_arch = "wasm32")]
+
+use std::rc::Rc;
+
+use leptos::prelude::*;
+use patchwork_app::engine::BackendKind;
+use patchwork_app::store;
+use patchwork_app::train::{
+    evaluate, fashion_norm, run, split_from_gz, Command, Curves, FashionData, Preset, Progress, RunSignals, Status,
+    TrainForm,
+};
+use patchwork_compute::augment::Image;
+use patchwork_compute::rng::Rng;
+use patchwork_compute::train::{ImageSet, Method};
+use patchwork_compute::{Cpu, TensorFile};
+use wasm_bindgen_test::*;
+
+wasm_bindgen_test_configure!(run_in_browser);
+
+fn random_set(n: usize, seed: u64) -> ImageSet {
+    let mut rng = Rng::new(seed);
+    let images = (0..n).map(|_| Image::new(28, 28, 1, (0..28 * 28).map(|_| rng.uniform()).collect())).collect();
+    ImageSet { images, labels: Some((0..n as u32).map(|i| i % 10).collect()), norm: fashion_norm() }
+}
+
+fn signals() -> RunSignals {
+    RunSignals {
+        status: RwSignal::new(Status::Idle),
+        curves: RwSignal::new(Curves::default()),
+        progress: RwSignal::new(Progress::default()),
+        form: RwSignal::new(TrainForm::default()),
+        run_id: RwSignal::new(None),
+    }
+}
+
+fn micro_form(method: Method) -> TrainForm {
+    TrainForm {
+        method,
+        preset: Preset::Micro,
+        steps: 30,
+        batch: 8,
+        eval_every: 1000,
+        checkpoint_every: 10,
+        eval_train: 64,
+        eval_test: 32,
+        ..TrainForm::default()
+    }
+}
+
+#[wasm_bindgen_test]
+async fn a_quota_error_stops_training_and_the_last_checkpoint_resumes() {
+    let owner = Owner::new();
+    owner.set();
+    let data = Rc::new(FashionData { train: random_set(64, 1), test: random_set(32, 2) });
+    let (sig, command) = (signals(), RwSignal::new(Command::Run));
+    store::fail_save_with_quota_after(Some(1));
+    run(BackendKind::Cpu, micro_form(Method::Dino), None, data.clone(), command, sig).await;
+    let status = sig.status.get_untracked();
+    let Status::Failed(msg) = &status else { panic!("expected a failure, got {status:?}") };
+    assert!(msg.contains("quota") && msg.contains("checkpoint at step 10 is kept"), "{msg}");
+    assert_eq!(sig.progress.get_untracked().step, 20, "it stopped at the second checkpoint");
+    let id = sig.run_id.get_untracked().unwrap();
+    let saved = store::load(&id).await.unwrap().expect("the first checkpoint is stored");
+    assert_eq!(saved.step, 10);
+
+    // Resuming the kept checkpoint continues with its curves (10 loss points) to the end.
+    let sig2 = signals();
+    run(BackendKind::Cpu, micro_form(Method::Dino), Some(saved), data, command, sig2).await;
+    assert!(matches!(sig2.status.get_untracked(), Status::Finished(_)), "{:?}", sig2.status.get_untracked());
+    let loss = sig2.curves.get_untracked().loss;
+    assert_eq!(loss.len(), 30);
+    assert_eq!(loss.iter().map(|p| p.0 as usize).collect::<Vec<_>>(), (1..=30).collect::<Vec<_>>());
+    assert_eq!(store::load(&id).await.unwrap().unwrap().step, 30);
+    store::delete(&id).await.unwrap();
+}
+
+#[wasm_bindgen_test]
+async fn a_diverging_run_stops_at_the_first_non_finite_loss() {
+    let owner = Owner::new();
+    owner.set();
+    let data = Rc::new(FashionData { train: random_set(64, 3), test: random_set(32, 4) });
+    let sig = signals();
+    let form = TrainForm { lr: Some(1e30), ..micro_form(Method::Mae) };
+    run(BackendKind::Cpu, form, None, data, RwSignal::new(Command::Run), sig).await;
+    let status = sig.status.get_untracked();
+    let Status::Failed(msg) = &status else { panic!("expected a failure, got {status:?}") };
+    assert!(msg.contains("the loss is") && msg.contains("no checkpoint was saved yet"), "{msg}");
+    let step = sig.progress.get_untracked().step;
+    assert!(step < 10, "it went on to step {step}");
+    if let Some(id) = sig.run_id.get_untracked() {
+        store::delete(&id).await.unwrap();
+    }
+}
+
+#[wasm_bindgen_test]
+async fn held_out_scores_match_patchwork_eval_in_the_browser() {
+    const MODEL: &[u8] = include_bytes!("../../assets/models/dino-fashion-mnist.safetensors");
+    let fm = |f: &str| -> &'static [u8] {
+        match f {
+            "train-images" => include_bytes!("../../assets/fashion-mnist/train-images-idx3-ubyte.gz"),
+            "train-labels" => include_bytes!("../../assets/fashion-mnist/train-labels-idx1-ubyte.gz"),
+            "t10k-images" => include_bytes!("../../assets/fashion-mnist/t10k-images-idx3-ubyte.gz"),
+            _ => include_bytes!("../../assets/fashion-mnist/t10k-labels-idx1-ubyte.gz"),
+        }
+    };
+    let data = FashionData {
+        train: split_from_gz(fm("train-images"), fm("train-labels"), "train").unwrap(),
+        test: split_from_gz(fm("t10k-images"), fm("t10k-labels"), "t10k").unwrap(),
+    };
+    let (knn, linear) = evaluate(&Cpu, TensorFile::from_bytes(MODEL).unwrap(), &data, 2000, 1000).await.unwrap();
+    // `patchwork eval --model assets/models/dino-fashion-mnist.safetensors --data assets/fashion-mnist
+    //  --knn --linear --backend cpu`: 64.8 % and 66.7 %.
+    assert!((knn - 64.8).abs() <= 0.5, "kNN {knn}");
+    assert!((linear - 66.7).abs() <= 0.5, "linear {linear}");
+}

@@ -1,0 +1,136 @@
+//! The Train page, served from the release build, in headless Chromium: a short DINO run on
+//! the micro preset (CPU backend, as the other page tests force it) draws its loss curve and
+//! held-out kNN / linear-probe points; it is stopped after its first checkpoint, the page is
+//! reloaded, it offers the saved run, resumes it with the curve intact, and the curve
+//! continues to the end of the schedule.
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use patchwork_e2e::{chrome_options, serve::serve, webdriver::Browser, workspace};
+use serde_json::{json, Value};
+
+/// What the page shows: `(state, loss points, accuracy points, progress step, status text)`.
+fn state(browser: &Browser) -> (String, u64, u64, u64, String) {
+    let v = browser
+        .execute(
+            "const q = s => document.querySelector(`[data-testid=${s}]`);
+             const pts = s => q(s) ? Number(q(s).dataset.points) : 0;
+             return [q('train-status')?.dataset.state ?? '', pts('chart-loss'), pts('chart-accuracy'),
+                     Number(q('train-progress')?.dataset.step ?? 0), q('train-status')?.textContent ?? ''];",
+            json!([]),
+        )
+        .unwrap();
+    serde_json::from_value(v).unwrap()
+}
+
+fn wait_for(browser: &Browser, what: &str, secs: u64, done: impl Fn(&(String, u64, u64, u64, String)) -> bool) {
+    let start = Instant::now();
+    loop {
+        let s = state(browser);
+        if done(&s) {
+            println!("{what}: {s:?} after {:.1} s", start.elapsed().as_secs_f64());
+            return;
+        }
+        assert!(s.0 != "failed", "{what}: the run failed: {}", s.4);
+        assert!(start.elapsed() < Duration::from_secs(secs), "{what}: still {s:?} after {secs} s");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn set_input(browser: &Browser, testid: &str, value: &str) {
+    browser
+        .execute(
+            "const el = document.querySelector(`[data-testid=${arguments[0]}]`);
+             el.value = arguments[1]; el.dispatchEvent(new Event('change', { bubbles: true }));",
+            json!([testid, value]),
+        )
+        .unwrap();
+}
+
+fn click(browser: &Browser, testid: &str) {
+    let v: Value = browser
+        .execute(
+            "const el = document.querySelector(`[data-testid=${arguments[0]}]`);
+             if (!el || el.disabled) return false; el.click(); return true;",
+            json!([testid]),
+        )
+        .unwrap();
+    assert_eq!(v, json!(true), "{testid} is missing or disabled");
+}
+
+#[test]
+#[ignore = "needs a release build and chromedriver: run scripts/test"]
+fn a_dino_run_trains_survives_a_reload_and_resumes_with_its_curves() {
+    let dist = std::env::var_os("PATCHWORK_E2E_DIST").map(PathBuf::from).unwrap_or_else(|| workspace().join("dist"));
+    assert!(dist.join("index.html").is_file(), "no release build in {} (run trunk build --release)", dist.display());
+    let chromedriver = std::env::var_os("CHROMEDRIVER").map(PathBuf::from).unwrap_or("/usr/bin/chromedriver".into());
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).parent().unwrap().join("e2e");
+    let profile = out.join(format!("chromium-profile-train-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&profile);
+    std::fs::create_dir_all(&profile).unwrap();
+    let url = format!("{}?page=train&backend=cpu", serve(&dist).expect("static server"));
+    let (binary, args) = chrome_options();
+    let browser = Browser::start(&chromedriver, binary.as_deref(), &args, &profile).unwrap();
+    browser.goto(&url).unwrap();
+    browser.wait_text("[data-testid=train-status]", Duration::from_secs(60), |t| t.contains("Not started")).unwrap();
+
+    // DINO and the micro preset are the defaults; an evaluation and a checkpoint every 20
+    // steps.
+    const STEPS: u64 = 200;
+    for (id, v) in
+        [("train-steps", "200"), ("train-batch", "16"), ("train-eval-every", "20"), ("train-ckpt-every", "20")]
+    {
+        set_input(&browser, id, v);
+    }
+    click(&browser, "train-start");
+    // A checkpoint saved and kNN + linear points drawn, then stop.
+    wait_for(&browser, "first evaluation", 240, |s| s.2 >= 2 && s.1 >= 20);
+    browser
+        .wait_text("[data-testid=train-progress]", Duration::from_secs(120), |t| t.contains("last checkpoint: step"))
+        .unwrap();
+    click(&browser, "train-stop");
+    wait_for(&browser, "stopped", 60, |s| s.0 == "stopped");
+    let (_, loss_before, acc_before, step_before, text) = state(&browser);
+    println!("stopped: {text}");
+    let progress = browser.text("[data-testid=train-progress]").unwrap().unwrap_or_default();
+    let ckpt: u64 = progress.rsplit("last checkpoint: step ").next().unwrap().trim().parse().unwrap();
+    assert!(ckpt >= 20 && ckpt.is_multiple_of(20) && ckpt <= step_before, "checkpoint {ckpt}, stopped at {step_before}");
+    let knn = browser.text("[data-testid=chart-accuracy] figcaption").unwrap().unwrap_or_default();
+    println!("accuracy caption: {knn}");
+    assert!(knn.contains("kNN") && knn.contains("linear probe"), "no kNN / probe points: {knn}");
+
+    // Reload: the saved run is offered, and resuming restores its curves before going on.
+    browser.goto(&url).unwrap();
+    let offer =
+        browser.wait_text("[data-testid=resume-offer]", Duration::from_secs(60), |t| t.contains("step")).unwrap();
+    println!("offer: {offer}");
+    assert!(offer.contains("DINO") && offer.contains(&format!("step {ckpt} of {STEPS}")), "offer: {offer}");
+    assert_eq!(state(&browser).1, 0, "a fresh page draws no curve before resuming");
+    click(&browser, "resume-button");
+    wait_for(&browser, "curves restored", 60, |s| s.1 >= ckpt);
+    wait_for(&browser, "finished", 600, |s| s.0 == "finished");
+    let (_, loss_after, acc_after, step_after, text) = state(&browser);
+    println!("finished: {text}");
+    assert_eq!(step_after, STEPS);
+    // The curve continued from the checkpoint: steps 1..=ckpt from before the reload (the
+    // steps after it were not saved), the rest after.
+    assert!(loss_before >= ckpt, "loss points before the reload: {loss_before}");
+    assert_eq!(loss_after, STEPS, "loss points after resuming");
+    assert_eq!(acc_after, 2 * STEPS / 20, "kNN + probe points (before the reload: {acc_before})");
+    let loss_steps: Vec<f64> = serde_json::from_value(
+        browser
+            .execute(
+                "return document.querySelector('[data-testid=chart-loss] figcaption').textContent.match(/at step ([0-9.]+)/).slice(1).map(Number);",
+                json!([]),
+            )
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(loss_steps, vec![STEPS as f64]);
+
+    let shot = out.join("train.png");
+    browser.screenshot(&shot).unwrap();
+    println!("screenshot: {}", shot.display());
+    drop(browser);
+    let _ = std::fs::remove_dir_all(&profile);
+}
