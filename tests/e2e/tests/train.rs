@@ -94,7 +94,10 @@ fn a_dino_run_trains_survives_a_reload_and_resumes_with_its_curves() {
     println!("stopped: {text}");
     let progress = browser.text("[data-testid=train-progress]").unwrap().unwrap_or_default();
     let ckpt: u64 = progress.rsplit("last checkpoint: step ").next().unwrap().trim().parse().unwrap();
-    assert!(ckpt >= 20 && ckpt.is_multiple_of(20) && ckpt <= step_before, "checkpoint {ckpt}, stopped at {step_before}");
+    assert!(
+        ckpt >= 20 && ckpt.is_multiple_of(20) && ckpt <= step_before,
+        "checkpoint {ckpt}, stopped at {step_before}"
+    );
     let knn = browser.text("[data-testid=chart-accuracy] figcaption").unwrap().unwrap_or_default();
     println!("accuracy caption: {knn}");
     assert!(knn.contains("kNN") && knn.contains("linear probe"), "no kNN / probe points: {knn}");
