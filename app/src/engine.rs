@@ -97,7 +97,8 @@ impl Engine {
     }
 }
 
-async fn one<B: Backend>(
+/// One reconstruction of `x` at `ratio` (masks from `rng`), as a grid row.
+pub async fn one<B: Backend>(
     be: &B,
     mae: &Mae<B>,
     m: &ModelFile,

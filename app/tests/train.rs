@@ -34,6 +34,7 @@ fn signals() -> RunSignals {
         progress: RwSignal::new(Progress::default()),
         form: RwSignal::new(TrainForm::default()),
         run_id: RwSignal::new(None),
+        recon: RwSignal::new(None),
     }
 }
 
@@ -116,4 +117,23 @@ async fn held_out_scores_match_patchwork_eval_in_the_browser() {
     //  --knn --linear --backend cpu`: 64.8 % and 66.7 %.
     assert!((knn - 64.8).abs() <= 0.5, "kNN {knn}");
     assert!((linear - 66.7).abs() <= 0.5, "linear {linear}");
+}
+
+#[wasm_bindgen_test]
+async fn an_mae_run_refreshes_its_reconstructions_at_every_evaluation() {
+    let owner = Owner::new();
+    owner.set();
+    let data = Rc::new(FashionData { train: random_set(64, 5), test: random_set(32, 6) });
+    let sig = signals();
+    let form = TrainForm { steps: 20, eval_every: 10, checkpoint_every: 100, ..micro_form(Method::Mae) };
+    run(BackendKind::Cpu, form, None, data, RwSignal::new(Command::Run), sig).await;
+    assert!(matches!(sig.status.get_untracked(), Status::Finished(_)), "{:?}", sig.status.get_untracked());
+    let (step, picture) = sig.recon.get_untracked().expect("reconstructions");
+    assert_eq!(step, 20);
+    // Four rows of four panels, each cell at least the 28-pixel input.
+    assert!(picture.width >= 4 * 28 && picture.height >= 4 * 28, "{}×{}", picture.width, picture.height);
+    assert_eq!(sig.curves.get_untracked().knn.len(), 2);
+    if let Some(id) = sig.run_id.get_untracked() {
+        store::delete(&id).await.unwrap();
+    }
 }

@@ -32,6 +32,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::browser;
 use crate::engine::{next_tick, BackendKind};
+use crate::reconstruct::{cell_size, grid, parse_model, Picture};
 use crate::store::{self, SavedRun};
 
 /// Model sizes offered on the page; all take 28×28 grey images (Fashion-MNIST).
@@ -231,6 +232,8 @@ pub struct RunSignals {
     pub progress: RwSignal<Progress>,
     pub form: RwSignal<TrainForm>,
     pub run_id: RwSignal<Option<String>>,
+    /// For MAE runs: reconstructions of a few fixed held-out images, and the step they show.
+    pub recon: RwSignal<Option<(usize, Picture)>>,
 }
 
 /// The bundled Fashion-MNIST subset (2 000 training and 1 000 test images).
@@ -329,6 +332,26 @@ pub async fn evaluate<B: Backend>(
     l2_normalize(&mut te, dim);
     let votes = knn_votes(&tr, &ytr, &te, dim, 10, 20, 0.07);
     Ok((top_k_accuracy(&votes, &yte, 10, 1) * 100.0, linear))
+}
+
+/// Images of the test split an MAE run reconstructs at every evaluation.
+pub const RECON_IMAGES: usize = 4;
+
+/// The MAE in `model` on the first [`RECON_IMAGES`] images of `set` at mask ratio 0.75,
+/// with the same masks every time (seed 0), so the rows show the model learning: a grid as
+/// the Reconstruct page draws it (masked input, reconstruction, with the visible patches
+/// pasted back, original).
+async fn reconstructions<B: Backend>(be: &B, model: &TensorFile, set: &ImageSet) -> Result<Picture, String> {
+    let m = parse_model(&model.to_bytes())?;
+    let mae = patchwork_compute::methods::mae::Mae::from_file(be, m.cfg.clone(), &m.file).map_err(|e| e.to_string())?;
+    let mut rng = Rng::new(0);
+    let mut rows = Vec::new();
+    for img in set.images.iter().take(RECON_IMAGES) {
+        let mut x = Vec::new();
+        patchwork_compute::augment::centre_fit(img, m.cfg.img_size).push_chw(&m.norm.mean, &m.norm.std, &mut x);
+        rows.push(crate::engine::one(be, &mae, &m, &x, 0.75, &mut rng).await?.recon);
+    }
+    Ok(grid(&m.cfg, &rows, cell_size(&m.cfg) / 2))
 }
 
 /// Start (or, with `resume`, continue) a run on `kind`. Returns when it ends; the page
@@ -437,6 +460,9 @@ async fn drive<B: Backend>(
         if done.is_multiple_of(form.eval_every) || done == s.steps {
             sig.status.set(Status::Working(format!("step {done}: kNN and linear probe on held-out images…")));
             let model = model_file(be, trainer.as_ref(), &s, &norm, serde_json::json!({})).await;
+            if s.method == Method::Mae {
+                sig.recon.set(Some((done, reconstructions(be, &model, &data.test).await?)));
+            }
             let (knn, linear) = evaluate(be, model, data, form.eval_train, form.eval_test).await?;
             sig.curves.update(|c| {
                 c.knn.push((done as f64, knn));

@@ -12,6 +12,7 @@ use super::TrainForm;
 use super::{describe, export_model, load_fashion, Command, Curves, FashionData, Preset, Progress, RunSignals, Status};
 use crate::chart::{ChartSpec, LineChart, Series};
 use crate::engine::BackendKind;
+use crate::reconstruct::page::PixelCanvas;
 use crate::store::{self, RunSummary};
 
 const INK: (u8, u8, u8) = (0x3d, 0x40, 0x5b);
@@ -59,6 +60,7 @@ pub fn TrainPage(backend: Signal<Option<BackendKind>>) -> impl IntoView {
         progress: RwSignal::new(Progress::default()),
         form: RwSignal::new(TrainForm::default()),
         run_id: RwSignal::new(None),
+        recon: RwSignal::new(None),
     };
     let command = RwSignal::new(Command::Run);
     let data: RwSignal<Option<Rc<FashionData>>, LocalStorage> = RwSignal::new_local(None);
@@ -350,6 +352,24 @@ pub fn TrainPage(backend: Signal<Option<BackendKind>>) -> impl IntoView {
                 <LineChart spec=lr_chart testid="chart-lr" width=300 height=180 />
                 <LineChart spec=ips_chart testid="chart-ips" width=300 height=180 />
             </div>
+            <Show when=move || sig.recon.with(Option::is_some)>
+                <figure class="recon-live" data-testid="train-recon">
+                    {move || {
+                        sig.recon.get().map(|(_, picture)| view! { <PixelCanvas picture testid="train-recon-grid" label="MAE reconstructions" /> })
+                    }}
+                    <figcaption>
+                        {move || {
+                            sig.recon.with(|r| {
+                                r.as_ref().map_or(String::new(), |(step, _)| {
+                                    format!(
+                                        "Step {step}: the first four held-out images with the same 75% of patches hidden each time. Columns: masked input, reconstruction, reconstruction with the visible patches pasted back, original."
+                                    )
+                                })
+                            })
+                        }}
+                    </figcaption>
+                </figure>
+            </Show>
             <div class="exports">
                 <button data-testid="export-weights" on:click=export_weights>"Download weights (.safetensors, timm names)"</button>
                 " "

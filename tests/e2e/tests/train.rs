@@ -137,3 +137,45 @@ fn a_dino_run_trains_survives_a_reload_and_resumes_with_its_curves() {
     drop(browser);
     let _ = std::fs::remove_dir_all(&profile);
 }
+
+#[test]
+#[ignore = "needs a release build and chromedriver: run scripts/test"]
+fn an_mae_run_shows_its_reconstructions_refreshing() {
+    let dist = std::env::var_os("PATCHWORK_E2E_DIST").map(PathBuf::from).unwrap_or_else(|| workspace().join("dist"));
+    assert!(dist.join("index.html").is_file(), "no release build in {} (run trunk build --release)", dist.display());
+    let chromedriver = std::env::var_os("CHROMEDRIVER").map(PathBuf::from).unwrap_or("/usr/bin/chromedriver".into());
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).parent().unwrap().join("e2e");
+    let profile = out.join(format!("chromium-profile-train-mae-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&profile);
+    std::fs::create_dir_all(&profile).unwrap();
+    let url = format!("{}?page=train&backend=cpu", serve(&dist).expect("static server"));
+    let (binary, args) = chrome_options();
+    let browser = Browser::start(&chromedriver, binary.as_deref(), &args, &profile).unwrap();
+    browser.goto(&url).unwrap();
+    browser.wait_text("[data-testid=train-status]", Duration::from_secs(60), |t| t.contains("Not started")).unwrap();
+    set_input(&browser, "train-method", "mae");
+    for (id, v) in [("train-steps", "60"), ("train-eval-every", "20"), ("train-ckpt-every", "60")] {
+        set_input(&browser, id, v);
+    }
+    click(&browser, "train-start");
+    wait_for(&browser, "finished", 300, |s| s.0 == "finished");
+    let caption = browser.text("[data-testid=train-recon] figcaption").unwrap().unwrap_or_default();
+    println!("{caption}");
+    assert!(caption.starts_with("Step 60:"), "reconstructions not refreshed at the last evaluation: {caption}");
+    let (w, h): (u64, u64) = serde_json::from_value(
+        browser
+            .execute(
+                "const c = document.querySelector('[data-testid=train-recon-grid]'); c.scrollIntoView();
+                 return [c.width, c.height];",
+                json!([]),
+            )
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(w >= 4 * 28 && h >= 4 * 28, "grid {w}×{h}");
+    let shot = out.join("train-mae.png");
+    browser.screenshot(&shot).unwrap();
+    println!("screenshot: {}", shot.display());
+    drop(browser);
+    let _ = std::fs::remove_dir_all(&profile);
+}
