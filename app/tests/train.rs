@@ -35,6 +35,7 @@ fn signals() -> RunSignals {
         form: RwSignal::new(TrainForm::default()),
         run_id: RwSignal::new(None),
         recon: RwSignal::new(None),
+        confusion: RwSignal::new(None),
     }
 }
 
@@ -133,6 +134,27 @@ async fn an_mae_run_refreshes_its_reconstructions_at_every_evaluation() {
     // Four rows of four panels, each cell at least the 28-pixel input.
     assert!(picture.width >= 4 * 28 && picture.height >= 4 * 28, "{}×{}", picture.width, picture.height);
     assert_eq!(sig.curves.get_untracked().knn.len(), 2);
+    if let Some(id) = sig.run_id.get_untracked() {
+        store::delete(&id).await.unwrap();
+    }
+}
+
+#[wasm_bindgen_test]
+async fn a_supervised_run_scores_its_classifier_and_draws_a_confusion_matrix() {
+    let owner = Owner::new();
+    owner.set();
+    let data = Rc::new(FashionData { train: random_set(64, 7), test: random_set(32, 8) });
+    let sig = signals();
+    let form = TrainForm { steps: 20, eval_every: 10, checkpoint_every: 100, ..micro_form(Method::Supervised) };
+    run(BackendKind::Cpu, form, None, data, RwSignal::new(Command::Run), sig).await;
+    assert!(matches!(sig.status.get_untracked(), Status::Finished(_)), "{:?}", sig.status.get_untracked());
+    assert_eq!(sig.curves.get_untracked().classifier.len(), 2);
+    let (step, m) = sig.confusion.get_untracked().expect("a confusion matrix");
+    assert_eq!(step, 20);
+    assert_eq!((m.len(), m[0].len()), (10, 10));
+    assert_eq!(m.iter().flatten().sum::<u32>(), 32, "every held-out image is counted once");
+    // The labels are i % 10: each row holds that class's images.
+    assert_eq!(m[0].iter().sum::<u32>(), 4);
     if let Some(id) = sig.run_id.get_untracked() {
         store::delete(&id).await.unwrap();
     }

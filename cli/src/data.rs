@@ -120,6 +120,10 @@ impl Views for Dataset {
         augmented_view(&self.images[index], self.channels, aug, rng)
     }
 
+    fn label(&self, index: usize) -> Option<u32> {
+        self.labels.as_ref().map(|l| l[index])
+    }
+
     fn batch(&self, indices: &[usize], size: usize, rng: &mut Rng) -> Vec<f32> {
         let mut out = Vec::with_capacity(indices.len() * self.channels * size * size);
         for &i in indices {

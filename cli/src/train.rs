@@ -270,7 +270,20 @@ pub fn train(args: Args) -> Result<String> {
         bail!("{} has {} channel(s); the model takes {}", data.name, data.channels, schedule.in_chans);
     }
     let (images, batch, chans) = (data.len(), schedule.batch, schedule.in_chans);
+    let classes =
+        data.labels.as_ref().map_or(0, |l| data.classes.len().max(l.iter().max().map_or(0, |m| *m as usize + 1)));
     let config = match (&resume, schedule.method) {
+        (None, Method::Supervised) => {
+            if classes == 0 {
+                bail!(
+                    "{} has no labels (class subfolders or idx label files); supervised training needs them",
+                    data.name
+                );
+            }
+            let run = dino::run_from_args(&args.mae, &args.dino, &spec, chans, images, batch)?;
+            let vit = patchwork_compute::VitConfig { num_classes: classes, ..run.model.vit };
+            RunConfig::Supervised(patchwork_compute::train::supervised::SupervisedRun { vit, fine_tuned_from: None })
+        }
         (Some((_, r)), _) => r.config.clone(),
         (None, Method::Mae) => RunConfig::Mae(mae.expect("an MAE config")),
         (None, Method::Dino) => {

@@ -23,6 +23,7 @@ use patchwork_compute::augment::Image;
 use patchwork_compute::eval::{knn_votes, l2_normalize, top_k_accuracy, train_linear, LinearConfig};
 use patchwork_compute::model_file::Normalize;
 use patchwork_compute::rng::Rng;
+use patchwork_compute::train::supervised::{SupervisedRun, SupervisedTrainer};
 use patchwork_compute::train::{
     checkpoint_file, model_file, read_checkpoint, restore, ImageSet, Method, RunConfig, Sampler, Schedule, Sizes,
     Trainer,
@@ -91,6 +92,7 @@ impl Preset {
             bottleneck_dim: bottleneck,
             local_size,
             local_crops,
+            classes: 10,
         }
     }
 }
@@ -110,6 +112,10 @@ pub struct TrainForm {
     /// Held-out images for kNN / linear probe (and training images as their memory bank).
     pub eval_train: usize,
     pub eval_test: usize,
+    /// Supervised only: a bundled model (file name under `models/`) whose backbone the run
+    /// fine-tunes with a fresh head; absent: train from random weights.
+    #[serde(default)]
+    pub fine_tune_from: Option<String>,
 }
 
 impl Default for TrainForm {
@@ -125,6 +131,7 @@ impl Default for TrainForm {
             seed: 0,
             eval_train: 1000,
             eval_test: 500,
+            fine_tune_from: None,
         }
     }
 }
@@ -171,6 +178,9 @@ pub struct Curves {
     /// Top-1 accuracy in percent on the held-out split.
     pub knn: Curve,
     pub linear: Curve,
+    /// Supervised runs: the classifier's own top-1 accuracy on the held-out split.
+    #[serde(default)]
+    pub classifier: Curve,
 }
 
 impl Curves {
@@ -180,9 +190,10 @@ impl Curves {
         steps.sort_by(f64::total_cmp);
         steps.dedup();
         let at = |c: &Curve, s: f64| c.iter().find(|p| p.0 == s).map(|p| p.1.to_string()).unwrap_or_default();
-        let mut out = String::from("step,loss,lr,images_per_s,knn_top1,linear_top1\n");
+        let mut out = String::from("step,loss,lr,images_per_s,knn_top1,linear_top1,classifier_top1\n");
         for s in steps {
-            let row = [&self.loss, &self.lr, &self.images_per_s, &self.knn, &self.linear].map(|c| at(c, s));
+            let row =
+                [&self.loss, &self.lr, &self.images_per_s, &self.knn, &self.linear, &self.classifier].map(|c| at(c, s));
             out += &format!("{s},{}\n", row.join(","));
         }
         out
@@ -234,6 +245,9 @@ pub struct RunSignals {
     pub run_id: RwSignal<Option<String>>,
     /// For MAE runs: reconstructions of a few fixed held-out images, and the step they show.
     pub recon: RwSignal<Option<(usize, Picture)>>,
+    /// For supervised runs: the classifier's confusion matrix on the held-out split
+    /// (`[true class][predicted class]` counts) and the step it is from.
+    pub confusion: RwSignal<Option<(usize, Vec<Vec<u32>>)>>,
 }
 
 /// The bundled Fashion-MNIST subset (2 000 training and 1 000 test images).
@@ -334,6 +348,58 @@ pub async fn evaluate<B: Backend>(
     Ok((top_k_accuracy(&votes, &yte, 10, 1) * 100.0, linear))
 }
 
+/// The classifier in `model` (a ViT with its head) on the first `n` images of `set`:
+/// top-1 accuracy in percent and the confusion matrix `[true][predicted]`.
+pub async fn classify<B: Backend>(
+    be: &B,
+    model: TensorFile,
+    set: &ImageSet,
+    n: usize,
+) -> Result<(f64, Vec<Vec<u32>>), String> {
+    let cfg: patchwork_compute::VitConfig =
+        serde_json::from_str(model.metadata.get("vit_config").ok_or("the model has no vit_config")?)
+            .map_err(|e| e.to_string())?;
+    let classes = cfg.num_classes;
+    let vit = Vit::from_file(be, cfg, &model).map_err(|e| e.to_string())?;
+    let labels = set.labels.as_ref().ok_or("the held-out images have no labels")?;
+    let (n, size, norm) = (n.min(set.images.len()), vit.cfg.img_size[0], fashion_norm());
+    let mut confusion = vec![vec![0u32; classes]; classes];
+    for (c, chunk) in set.images[..n].chunks(100).enumerate() {
+        let mut x = Vec::new();
+        for img in chunk {
+            patchwork_compute::augment::centre_fit(img, size).push_chw(&norm.mean, &norm.std, &mut x);
+        }
+        let fwd = vit.forward(be, &be.upload(&x), chunk.len());
+        let logits = be.read(fwd.logits.as_ref().ok_or("the model has no classification head")?).await;
+        for (i, row) in logits.chunks(classes).enumerate() {
+            let pred = row.iter().enumerate().fold(0, |best, (k, &v)| if v > row[best] { k } else { best });
+            let truth = labels[c * 100 + i] as usize;
+            if truth < classes {
+                confusion[truth][pred] += 1;
+            }
+        }
+        next_tick().await;
+    }
+    let right: u32 = (0..classes).map(|k| confusion[k][k]).sum();
+    Ok((right as f64 * 100.0 / n.max(1) as f64, confusion))
+}
+
+/// The backbone of a bundled model (`models/NAME`) and a supervised run on it with a fresh
+/// head for Fashion-MNIST's ten classes.
+async fn fine_tune_source(name: &str) -> Result<(SupervisedRun, TensorFile), String> {
+    let bytes = browser::fetch_bytes(&format!("models/{name}")).await?;
+    let file = TensorFile::from_bytes(&bytes).map_err(|e| format!("{name}: {e}"))?;
+    let (vm, backbone) = vit_from_file(file, None).map_err(|e| format!("{name}: {e}"))?;
+    if vm.cfg.img_size != [28, 28] || vm.cfg.in_chans != 1 {
+        return Err(format!(
+            "{name} takes {}×{}×{} images; the Fashion-MNIST run needs 28×28 grey",
+            vm.cfg.img_size[0], vm.cfg.img_size[1], vm.cfg.in_chans
+        ));
+    }
+    let vit = patchwork_compute::VitConfig { num_classes: 10, ..vm.cfg };
+    Ok((SupervisedRun { vit, fine_tuned_from: Some(name.to_string()) }, backbone))
+}
+
 /// Images of the test split an MAE run reconstructs at every evaluation.
 pub const RECON_IMAGES: usize = 4;
 
@@ -397,10 +463,18 @@ async fn drive<B: Backend>(
         }
         None => {
             let s = form.schedule();
-            let cfg = RunConfig::standard(form.method, &form.preset.sizes(), data.train.images.len(), s.batch)?;
             sig.curves.set(Curves::default());
             let id = format!("{}-{}-{}", form.method.name(), form.preset.slug(), js_sys::Date::now() as u64);
-            (cfg.trainer(be, &s), s.clone(), 0, s.data_rng(), id)
+            let trainer: Box<dyn Trainer<B> + '_> = match (&form.fine_tune_from, form.method) {
+                (Some(name), Method::Supervised) => {
+                    sig.status.set(Status::Working(format!("loading {name} to fine-tune…")));
+                    let (run, backbone) = fine_tune_source(name).await?;
+                    Box::new(SupervisedTrainer::fine_tune(be, run, &backbone, s.seed)?)
+                }
+                _ => RunConfig::standard(form.method, &form.preset.sizes(), data.train.images.len(), s.batch)?
+                    .trainer(be, &s),
+            };
+            (trainer, s.clone(), 0, s.data_rng(), id)
         }
     };
     sig.run_id.set(Some(id.clone()));
@@ -462,6 +536,11 @@ async fn drive<B: Backend>(
             let model = model_file(be, trainer.as_ref(), &s, &norm, serde_json::json!({})).await;
             if s.method == Method::Mae {
                 sig.recon.set(Some((done, reconstructions(be, &model, &data.test).await?)));
+            }
+            if s.method == Method::Supervised {
+                let (accuracy, confusion) = classify(be, model.clone(), &data.test, form.eval_test).await?;
+                sig.curves.update(|c| c.classifier.push((done as f64, accuracy)));
+                sig.confusion.set(Some((done, confusion)));
             }
             let (knn, linear) = evaluate(be, model, data, form.eval_train, form.eval_test).await?;
             sig.curves.update(|c| {

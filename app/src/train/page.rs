@@ -61,7 +61,13 @@ pub fn TrainPage(backend: Signal<Option<BackendKind>>) -> impl IntoView {
         form: RwSignal::new(TrainForm::default()),
         run_id: RwSignal::new(None),
         recon: RwSignal::new(None),
+        confusion: RwSignal::new(None),
     };
+    // Bundled models whose backbone a supervised run can fine-tune.
+    let bundled = LocalResource::new(|| async {
+        let list = crate::browser::fetch_text("models.txt").await.unwrap_or_default();
+        crate::browser::parse_models_list(&list).into_iter().filter(|(_, m)| !m.is_empty()).collect::<Vec<_>>()
+    });
     let command = RwSignal::new(Command::Run);
     let data: RwSignal<Option<Rc<FashionData>>, LocalStorage> = RwSignal::new_local(None);
     // The last saved run, offered for resuming after a reload.
@@ -194,7 +200,13 @@ pub fn TrainPage(backend: Signal<Option<BackendKind>>) -> impl IntoView {
             chart(
                 "Held-out accuracy (top-1, %)",
                 "%",
-                vec![series("kNN", GREEN, &c.knn), series("linear probe", ACCENT, &c.linear)],
+                {
+                    let mut s = vec![series("kNN", GREEN, &c.knn), series("linear probe", ACCENT, &c.linear)];
+                    if !c.classifier.is_empty() {
+                        s.push(series("classifier", INK, &c.classifier));
+                    }
+                    s
+                },
                 Some((0.0, 100.0)),
             )
         })
@@ -292,6 +304,39 @@ pub fn TrainPage(backend: Signal<Option<BackendKind>>) -> impl IntoView {
                             .collect_view()}
                     </select>
                 </label>
+                <Show when=move || sig.form.with(|f| f.method == Method::Supervised)>
+                    <label class="setting">
+                        "Start from "
+                        <select
+                            data-testid="train-fine-tune"
+                            prop:disabled=move || active.get()
+                            on:change=move |ev| {
+                                let v = event_target_value(&ev);
+                                sig.form.update(|f| f.fine_tune_from = (!v.is_empty()).then_some(v));
+                            }
+                        >
+                            <option value="">"random weights (supervised baseline)"</option>
+                            {move || {
+                                bundled
+                                    .get()
+                                    .unwrap_or_default()
+                                    .into_iter()
+                                    .map(|(name, method)| {
+                                        let selected = {
+                                            let name = name.clone();
+                                            move || sig.form.with(|f| f.fine_tune_from.as_deref() == Some(name.as_str()))
+                                        };
+                                        view! {
+                                            <option value=name.clone() selected=selected>
+                                                {format!("fine-tune {name} ({method})")}
+                                            </option>
+                                        }
+                                    })
+                                    .collect_view()
+                            }}
+                        </select>
+                    </label>
+                </Show>
                 <label class="setting">"Data " <span class="chip">"Fashion-MNIST (bundled subset)"</span></label>
                 {field("Steps ", "train-steps", |f| f.steps.to_string(), |f, v| f.steps = v.trim().parse().unwrap_or(0))}
                 {field("Batch ", "train-batch", |f| f.batch.to_string(), |f, v| f.batch = v.trim().parse().unwrap_or(0))}
@@ -370,6 +415,9 @@ pub fn TrainPage(backend: Signal<Option<BackendKind>>) -> impl IntoView {
                     </figcaption>
                 </figure>
             </Show>
+            <Show when=move || sig.confusion.with(Option::is_some)>
+                <ConfusionMatrix confusion=sig.confusion />
+            </Show>
             <div class="exports">
                 <button data-testid="export-weights" on:click=export_weights>"Download weights (.safetensors, timm names)"</button>
                 " "
@@ -378,5 +426,53 @@ pub fn TrainPage(backend: Signal<Option<BackendKind>>) -> impl IntoView {
                 <button data-testid="export-json" on:click=export_json>"Curves as JSON"</button>
             </div>
         </section>
+    }
+}
+
+/// The classifier's confusion matrix: rows are the true classes, columns the predicted
+/// ones; each cell is shaded by its share of the row.
+#[component]
+fn ConfusionMatrix(confusion: RwSignal<Option<(usize, Vec<Vec<u32>>)>>) -> impl IntoView {
+    use patchwork_compute::idx::FASHION_MNIST_CLASSES as NAMES;
+    move || {
+        confusion.get().map(|(step, m)| {
+            let total: u32 = m.iter().flatten().sum();
+            let right: u32 = (0..m.len()).map(|k| m[k][k]).sum();
+            let name = |k: usize| NAMES.get(k).copied().unwrap_or("?");
+            view! {
+                <figure class="confusion" data-testid="train-confusion">
+                    <table>
+                        <tr>
+                            <th>"true \\ predicted"</th>
+                            {(0..m.len()).map(|k| view! { <th title=name(k)>{name(k).chars().take(5).collect::<String>()}</th> }).collect_view()}
+                        </tr>
+                        {m.iter()
+                            .enumerate()
+                            .map(|(t, row)| {
+                                let n = row.iter().sum::<u32>().max(1) as f64;
+                                view! {
+                                    <tr>
+                                        <th>{name(t)}</th>
+                                        {row.iter()
+                                            .map(|&c| {
+                                                let a = c as f64 / n;
+                                                let style = format!("background: rgba(42, 157, 143, {a:.2})");
+                                                view! { <td style=style>{c}</td> }
+                                            })
+                                            .collect_view()}
+                                    </tr>
+                                }
+                            })
+                            .collect_view()}
+                    </table>
+                    <figcaption>
+                        {format!(
+                            "Confusion matrix at step {step}: {right} of {total} held-out images right ({:.1}%). Rows: true class; columns: predicted.",
+                            right as f64 * 100.0 / total.max(1) as f64
+                        )}
+                    </figcaption>
+                </figure>
+            }
+        })
     }
 }

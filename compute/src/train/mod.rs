@@ -26,6 +26,7 @@ use crate::{Backend, Params, Tensor, TensorFile};
 pub mod dino;
 pub mod ibot;
 pub mod mae;
+pub mod supervised;
 
 pub const MODEL_FORMAT: &str = "patchwork-model/1";
 pub const CHECKPOINT_FORMAT: &str = "patchwork-checkpoint/1";
@@ -40,6 +41,7 @@ pub enum Method {
     Mae,
     Dino,
     Ibot,
+    Supervised,
 }
 
 /// What the CLI's `--method` and the Train page's method list show.
@@ -64,6 +66,12 @@ pub const METHODS: &[MethodInfo] = &[
         name: "ibot",
         title: "iBOT",
         summary: "iBOT (Zhou et al. 2022): DINO's [CLS] loss plus masked image modelling on patch tokens",
+    },
+    MethodInfo {
+        method: Method::Supervised,
+        name: "supervised",
+        title: "Supervised",
+        summary: "Supervised classification with cross-entropy: the baseline (needs labels)",
     },
 ];
 
@@ -166,6 +174,10 @@ pub trait Views {
     fn batch(&self, indices: &[usize], size: usize, rng: &mut Rng) -> Vec<f32>;
     /// One view of image `index` drawn by `aug` (DINO's multi-crop), in [0, 1].
     fn view(&self, index: usize, aug: &Augmentation, rng: &mut Rng) -> Image;
+    /// Image `index`'s class, where the data set has labels.
+    fn label(&self, _index: usize) -> Option<u32> {
+        None
+    }
 }
 
 /// In-memory images in [0, 1] (HWC), used whole: the app's data sets.
@@ -191,6 +203,9 @@ impl Views for ImageSet {
     }
     fn view(&self, index: usize, aug: &Augmentation, rng: &mut Rng) -> Image {
         aug.view(&self.images[index], rng)
+    }
+    fn label(&self, index: usize) -> Option<u32> {
+        self.labels.as_ref().and_then(|l| l.get(index).copied())
     }
 }
 
@@ -268,6 +283,7 @@ pub enum RunConfig {
     Mae(crate::methods::mae::MaeConfig),
     Dino(dino::DinoRun),
     Ibot(ibot::IbotRun),
+    Supervised(supervised::SupervisedRun),
 }
 
 impl RunConfig {
@@ -276,6 +292,7 @@ impl RunConfig {
             RunConfig::Mae(_) => Method::Mae,
             RunConfig::Dino(_) => Method::Dino,
             RunConfig::Ibot(_) => Method::Ibot,
+            RunConfig::Supervised(_) => Method::Supervised,
         }
     }
 
@@ -286,6 +303,7 @@ impl RunConfig {
             Method::Mae => RunConfig::Mae(serde_json::from_str(json).map_err(bad)?),
             Method::Dino => RunConfig::Dino(serde_json::from_str(json).map_err(bad)?),
             Method::Ibot => RunConfig::Ibot(serde_json::from_str(json).map_err(bad)?),
+            Method::Supervised => RunConfig::Supervised(serde_json::from_str(json).map_err(bad)?),
         })
     }
 
@@ -295,6 +313,7 @@ impl RunConfig {
             RunConfig::Mae(c) => Box::new(mae::MaeTrainer::new(be, c.clone(), s.seed)),
             RunConfig::Dino(r) => Box::new(dino::DinoTrainer::new(be, r.clone(), s.seed, s.steps, s.weight_decay)),
             RunConfig::Ibot(r) => Box::new(ibot::IbotTrainer::new(be, r.clone(), s.seed, s.steps, s.weight_decay)),
+            RunConfig::Supervised(r) => Box::new(supervised::SupervisedTrainer::new(be, r.clone(), s.seed)),
         }
     }
 
@@ -304,6 +323,7 @@ impl RunConfig {
             RunConfig::Mae(c) => c.img_size,
             RunConfig::Dino(r) => r.model.vit.img_size[0],
             RunConfig::Ibot(r) => r.model.vit.img_size[0],
+            RunConfig::Supervised(r) => r.vit.img_size[0],
         }
     }
 }
@@ -328,6 +348,8 @@ pub struct Sizes {
     /// DINO's local crops: side and count.
     pub local_size: usize,
     pub local_crops: usize,
+    /// Classes of the supervised head.
+    pub classes: usize,
 }
 
 impl RunConfig {
@@ -390,6 +412,13 @@ impl RunConfig {
             Method::Dino => {
                 dino.validate().map_err(|e| e.to_string())?;
                 RunConfig::Dino(dino::DinoRun { model: dino, recipe })
+            }
+            Method::Supervised => {
+                if z.classes == 0 {
+                    return Err("supervised training needs labelled data (classes > 0)".into());
+                }
+                let vit = crate::VitConfig { num_classes: z.classes, ..dino.vit };
+                RunConfig::Supervised(supervised::SupervisedRun { vit, fine_tuned_from: None })
             }
             Method::Ibot => {
                 let model = crate::methods::ibot_train::IbotConfig {
@@ -458,6 +487,7 @@ pub fn restore<'b, B: Backend + 'b>(
         RunConfig::Mae(c) => Box::new(mae::MaeTrainer::from_checkpoint(be, c.clone(), file)?),
         RunConfig::Dino(run) => Box::new(dino::DinoTrainer::from_checkpoint(be, run.clone(), file, steps, wd)?),
         RunConfig::Ibot(run) => Box::new(ibot::IbotTrainer::from_checkpoint(be, run.clone(), file, steps, wd)?),
+        RunConfig::Supervised(run) => Box::new(supervised::SupervisedTrainer::from_checkpoint(be, run.clone(), file)?),
     })
 }
 
@@ -586,13 +616,15 @@ mod tests {
             bottleneck_dim: 8,
             local_size: 14,
             local_crops: 2,
+            classes: 10,
         }
     }
 
     fn images(n: usize) -> ImageSet {
         let mut rng = Rng::new(3);
         let images = (0..n).map(|_| Image::new(28, 28, 1, (0..28 * 28).map(|_| rng.uniform()).collect())).collect();
-        ImageSet { images, labels: None, norm: Normalize { mean: vec![0.5], std: vec![0.25] } }
+        let labels = Some((0..n as u32).map(|i| i % 10).collect());
+        ImageSet { images, labels, norm: Normalize { mean: vec![0.5], std: vec![0.25] } }
     }
 
     /// Every method through the generic path the browser takes: build from sizes, two

@@ -1,0 +1,112 @@
+//! Supervised classification as a training method: the baseline every self-supervised
+//! method is compared with, and fine-tuning (the same step from a pretrained backbone with
+//! a fresh head, as MAE's and DINO's fine-tuning recipes start):
+//! ```text
+//! x, y  = batch(step)                      # whole images and their labels
+//! loss  = cross_entropy(vit(x), y).mean()  # the ViT with its classification head
+//! adamw.step(lr[step])
+//! ```
+use serde::{Deserialize, Serialize};
+
+use super::{adam_step, load_into, LocalFut, Trainer, Views};
+use crate::methods::supervised::Supervised;
+use crate::optim::StepConfig;
+use crate::rng::Rng;
+use crate::{Backend, TensorFile, Vit, VitConfig};
+
+/// What `config` holds for a supervised run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SupervisedRun {
+    /// The ViT with its head (`num_classes` > 0).
+    pub vit: VitConfig,
+    /// Where the backbone came from when fine-tuning (a model's name), or absent.
+    #[serde(default)]
+    pub fine_tuned_from: Option<String>,
+}
+
+pub struct SupervisedTrainer<B: Backend> {
+    run: SupervisedRun,
+    pub sup: Supervised<B>,
+}
+
+impl<B: Backend> SupervisedTrainer<B> {
+    pub fn new(be: &B, run: SupervisedRun, seed: u64) -> Self {
+        let sup = Supervised::new(be, Vit::init(be, run.vit.clone(), seed));
+        SupervisedTrainer { run, sup }
+    }
+
+    /// A fresh head on the backbone tensors of `backbone` (timm names, as
+    /// [`crate::attention::vit_from_file`] returns them): fine-tuning.
+    pub fn fine_tune(be: &B, run: SupervisedRun, backbone: &TensorFile, seed: u64) -> Result<Self, String> {
+        let t = Self::new(be, run, seed);
+        for p in &t.sup.model.params.list {
+            if !p.name.starts_with("head.") {
+                load_into_one(be, &p.buf, backbone, &p.name)?;
+            }
+        }
+        Ok(t)
+    }
+
+    /// Weights, Adam's moments and step from a checkpoint.
+    pub fn from_checkpoint(be: &B, run: SupervisedRun, file: &TensorFile) -> Result<Self, String> {
+        let mut weights = file.clone();
+        weights.tensors.retain(|k, _| !k.starts_with("opt."));
+        let vit = Vit::from_file(be, run.vit.clone(), &weights).map_err(|e| e.to_string())?;
+        let mut sup = Supervised::new(be, vit);
+        load_into(be, &sup.opt.m, file, "opt.m.")?;
+        load_into(be, &sup.opt.v, file, "opt.v.")?;
+        sup.opt.step = adam_step(file)?;
+        Ok(SupervisedTrainer { run, sup })
+    }
+}
+
+fn load_into_one<B: Backend>(be: &B, buf: &B::Buf, file: &TensorFile, name: &str) -> Result<(), String> {
+    let t = super::tensor_f32(file, name).map_err(|_| format!("the pretrained model has no `{name}`"))?;
+    if t.len() != be.len(buf) {
+        return Err(format!("`{name}` has {} values in the pretrained model, {} here", t.len(), be.len(buf)));
+    }
+    be.write(buf, t);
+    Ok(())
+}
+
+impl<B: Backend> Trainer<B> for SupervisedTrainer<B> {
+    fn step<'a>(
+        &'a mut self,
+        be: &'a B,
+        data: &'a dyn Views,
+        indices: &'a [usize],
+        _step: usize,
+        rng: &'a mut Rng,
+        hp: StepConfig,
+    ) -> LocalFut<'a, f64> {
+        Box::pin(async move {
+            let x = data.batch(indices, self.run.vit.img_size[0], rng);
+            let labels: Option<Vec<u32>> = indices.iter().map(|&i| data.label(i)).collect();
+            let Some(labels) = labels else { return f64::NAN };
+            let (xb, yb) = (be.upload(&x), be.upload_u32(&labels));
+            let losses = self.sup.step(be, &xb, &yb, indices.len(), &hp);
+            let losses = be.read(&losses).await;
+            losses.iter().map(|&l| l as f64).sum::<f64>() / losses.len().max(1) as f64
+        })
+    }
+
+    fn weights<'a>(&'a self, be: &'a B) -> LocalFut<'a, TensorFile> {
+        Box::pin(self.sup.model.params.download(be, ""))
+    }
+
+    fn state<'a>(&'a self, be: &'a B) -> LocalFut<'a, (TensorFile, u32)> {
+        Box::pin(async move {
+            let mut file = self.sup.opt.m.download(be, "opt.m.").await;
+            file.tensors.extend(self.sup.opt.v.download(be, "opt.v.").await.tensors);
+            (file, self.sup.opt.step)
+        })
+    }
+
+    fn config_json(&self) -> String {
+        serde_json::to_string(&self.run).expect("a config serialises")
+    }
+
+    fn model_metadata(&self) -> Vec<(String, String)> {
+        vec![("vit_config".into(), serde_json::to_string(&self.run.vit).expect("a config serialises"))]
+    }
+}
