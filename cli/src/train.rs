@@ -38,7 +38,7 @@ fn method_parser() -> impl clap::builder::TypedValueParser<Value = Method> {
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct Args {
-    /// The self-supervised method.
+    /// The training method.
     #[arg(long, value_parser = method_parser(), required_unless_present = "resume")]
     pub method: Option<Method>,
     /// `fashion-mnist`, `photos` (bundled), or a folder of images (class subfolders give
