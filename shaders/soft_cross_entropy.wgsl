@@ -72,7 +72,8 @@ fn forward(
         return;
     }
     let base = r * p.cols;
-    var m = -3.4028235e38;
+    // -f32::MAX (the literal -3.4028235e38 rounds past it and Tint, in Chromium, rejects it)
+    var m = -3.4028234663852886e38;
     for (var c = li; c < p.cols; c += WG) {
         m = max(m, logits[base + c] * p.scale);
     }

@@ -159,3 +159,69 @@ async fn a_supervised_run_scores_its_classifier_and_draws_a_confusion_matrix() {
         store::delete(&id).await.unwrap();
     }
 }
+
+#[wasm_bindgen_test]
+async fn losing_the_gpu_device_stops_training_and_keeps_the_last_checkpoint() {
+    let owner = Owner::new();
+    owner.set();
+    let Ok(gpu) = patchwork_compute::Gpu::new().await else {
+        // No WebGPU in this browser: nothing to lose (the CI's Chromium has SwiftShader).
+        return;
+    };
+    let data = Rc::new(FashionData { train: random_set(32, 9), test: random_set(16, 10) });
+    let sig = signals();
+    let form = TrainForm { steps: 12, batch: 4, checkpoint_every: 2, ..micro_form(Method::Dino) };
+    // Destroy the device once the first checkpoint is saved, as the browser may at any time.
+    let watcher = gpu.clone();
+    wasm_bindgen_futures::spawn_local(async move {
+        loop {
+            if sig.progress.get_untracked().last_checkpoint.is_some() {
+                watcher.destroy();
+                return;
+            }
+            let p = js_sys::Promise::new(&mut |r, _| {
+                web_sys::window().unwrap().set_timeout_with_callback_and_timeout_and_arguments_0(&r, 5).unwrap();
+            });
+            wasm_bindgen_futures::JsFuture::from(p).await.unwrap();
+        }
+    });
+    patchwork_app::train::run_on(&gpu, form.clone(), None, data, RwSignal::new(Command::Run), sig).await;
+    let status = sig.status.get_untracked();
+    let Status::Failed(msg) = &status else { panic!("expected a failure, got {status:?}") };
+    assert!(msg.contains("GPU device was lost") && msg.contains("the checkpoint at step 2 is kept"), "{msg}");
+    let id = sig.run_id.get_untracked().unwrap();
+    let saved = store::load(&id).await.unwrap().expect("the checkpoint before the loss");
+    assert_eq!(saved.step, 2);
+    // It resumes on the CPU backend.
+    let sig2 = signals();
+    let data = Rc::new(FashionData { train: random_set(32, 9), test: random_set(16, 10) });
+    run(BackendKind::Cpu, form, Some(saved), data, RwSignal::new(Command::Run), sig2).await;
+    assert!(matches!(sig2.status.get_untracked(), Status::Finished(_)), "{:?}", sig2.status.get_untracked());
+    store::delete(&id).await.unwrap();
+}
+
+/// Every method's first steps on WebGPU give the CPU backend's losses (Chromium's WGSL
+/// compiler is stricter than naga: a float literal it rejected once broke DINO here).
+#[wasm_bindgen_test]
+async fn every_method_trains_on_webgpu_as_on_the_cpu() {
+    use patchwork_compute::train::{RunConfig, Sampler, Schedule, METHODS};
+    let Ok(gpu) = patchwork_compute::Gpu::new().await else { return };
+    let data = random_set(16, 11);
+    for info in METHODS {
+        let s = Schedule::defaults(info.method, "test", 1, 3, 4);
+        let cfg = RunConfig::standard(info.method, &Preset::Micro.sizes(), 16, 4).unwrap();
+        let (mut cpu, mut dev) = (cfg.trainer(&Cpu, &s), cfg.trainer(&gpu, &s));
+        let (mut rc, mut rg, lrs) = (s.data_rng(), s.data_rng(), s.lrs());
+        let mut sampler = Sampler::new(0, 16);
+        for step in 0..2 {
+            let idx = sampler.indices(step, 4);
+            let a = cpu.step(&Cpu, &data, &idx, step, &mut rc, s.step_config(lrs[step])).await;
+            let b = dev.step(&gpu, &data, &idx, step, &mut rg, s.step_config(lrs[step])).await;
+            assert!(
+                a.is_finite() && (a - b).abs() <= 1e-3 * a.abs().max(1e-3),
+                "{} step {step}: CPU {a}, WebGPU {b}",
+                info.name
+            );
+        }
+    }
+}

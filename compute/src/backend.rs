@@ -144,6 +144,12 @@ pub trait Backend {
     /// Human-readable name ("cpu", or the GPU adapter).
     fn name(&self) -> String;
 
+    /// Why the device is gone, once it is (a GPU device lost or destroyed); reads after that
+    /// return NaN, so a caller checks this before trusting a result. The CPU never is.
+    fn lost(&self) -> Option<String> {
+        None
+    }
+
     // ---- memory ----
     /// `len` words, zeroed.
     fn alloc(&self, len: usize) -> Self::Buf;

@@ -442,6 +442,20 @@ pub async fn run(
     }
 }
 
+/// [`run`] on a backend the caller made (tests destroy a GPU device under it).
+pub async fn run_on<B: Backend>(
+    be: &B,
+    form: TrainForm,
+    resume: Option<SavedRun>,
+    data: Rc<FashionData>,
+    command: RwSignal<Command>,
+    sig: RunSignals,
+) {
+    if let Err(e) = drive(be, form, resume, &data, command, sig).await {
+        sig.status.set(Status::Failed(e));
+    }
+}
+
 async fn drive<B: Backend>(
     be: &B,
     form: TrainForm,
@@ -508,6 +522,9 @@ async fn drive<B: Backend>(
         let indices = sampler.indices(step, s.batch);
         let loss = trainer.step(be, &data.train, &indices, step, &mut rng, s.step_config(lr)).await;
         let done = step + 1;
+        if let Some(why) = be.lost() {
+            return Err(lost_message(&why, done, last_ckpt));
+        }
         if !loss.is_finite() {
             let kept = last_ckpt.map_or("no checkpoint was saved yet".into(), |k| {
                 format!("the last checkpoint (step {k}) is kept in browser storage")
@@ -548,6 +565,9 @@ async fn drive<B: Backend>(
                 c.linear.push((done as f64, linear));
             });
         }
+        if let Some(why) = be.lost() {
+            return Err(lost_message(&why, done, last_ckpt));
+        }
         if done.is_multiple_of(form.checkpoint_every) || done == s.steps {
             sig.status.set(Status::Working(format!("step {done}: saving a checkpoint to browser storage…")));
             let file = checkpoint_file(be, trainer.as_ref(), &s, &norm, done, &rng, 0.0).await;
@@ -574,6 +594,13 @@ async fn drive<B: Backend>(
     }
     sig.status.set(Status::Finished(format!("finished {} steps; checkpoint at step {} saved", s.steps, s.steps)));
     Ok(())
+}
+
+fn lost_message(why: &str, step: usize, last_ckpt: Option<usize>) -> String {
+    let kept = last_ckpt.map_or("no checkpoint was saved yet".into(), |k| {
+        format!("the checkpoint at step {k} is kept; resume it (on WebGPU after a reload, or on the CPU backend)")
+    });
+    format!("the GPU device was lost at step {step} ({why}); training stopped, {kept}")
 }
 
 /// The model file of a saved run (the method's weights with timm names and metadata), for

@@ -42,6 +42,7 @@ mod pool;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
+use std::sync::{Arc, Mutex};
 
 pub use pool::GpuBuf;
 use pool::{size_class, Pool};
@@ -152,6 +153,8 @@ struct Inner {
     dummy: wgpu::Buffer,
     dispatches: Cell<u64>,
     submits: Cell<u64>,
+    /// Set when the device is lost or destroyed: why.
+    lost: Arc<Mutex<Option<String>>>,
 }
 
 /// A GPU context: device, queue, pool, pipeline cache and the encoder being recorded.
@@ -195,7 +198,23 @@ impl Gpu {
             usage: wgpu::BufferUsages::STORAGE,
             mapped_at_creation: false,
         });
+        // A lost device (the browser reclaimed it, the driver reset, or `destroy`) is
+        // recorded, not fatal: reads return NaN and `Backend::lost` says why. Any other
+        // uncaptured error is a bug and panics, as wgpu's default handler does.
+        let lost = Arc::new(Mutex::new(None::<String>));
+        let on_lost = lost.clone();
+        device.set_device_lost_callback(move |reason, msg| {
+            let mut l = on_lost.lock().unwrap_or_else(|e| e.into_inner());
+            l.get_or_insert(format!("{reason:?}{}", if msg.is_empty() { String::new() } else { format!(": {msg}") }));
+        });
+        let on_error = lost.clone();
+        device.on_uncaptured_error(Arc::new(move |e| {
+            if on_error.lock().unwrap_or_else(|e| e.into_inner()).is_none() {
+                panic!("wgpu error: {e}");
+            }
+        }));
         Gpu(Rc::new(Inner {
+            lost,
             device,
             queue,
             info: adapter_info,
@@ -214,6 +233,17 @@ impl Gpu {
 
     pub fn device(&self) -> &wgpu::Device {
         &self.0.device
+    }
+
+    /// Destroy the device (as the browser may at any time): every later read gives NaN and
+    /// [`Backend::lost`] says so. For tests of what callers do then.
+    pub fn destroy(&self) {
+        self.0.lost.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert_with(|| "the device was destroyed".into());
+        self.0.device.destroy();
+    }
+
+    fn lost_reason(&self) -> Option<String> {
+        self.0.lost.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
     pub fn queue(&self) -> &wgpu::Queue {
         &self.0.queue
@@ -506,9 +536,21 @@ impl Gpu {
         staging.slice(..bytes).map_async(wgpu::MapMode::Read, move |r| {
             let _ = tx.send(r);
         });
+        if self.lost_reason().is_some() {
+            return bytemuck::cast_slice(&vec![f32::NAN; len]).to_vec();
+        }
         #[cfg(not(target_arch = "wasm32"))]
-        self.0.device.poll(wgpu::PollType::wait_indefinitely()).expect("device.poll failed");
-        rx.await.expect("map_async callback dropped").expect("map_async failed");
+        if let Err(e) = self.0.device.poll(wgpu::PollType::wait_indefinitely()) {
+            if self.lost_reason().is_some() {
+                return bytemuck::cast_slice(&vec![f32::NAN; len]).to_vec();
+            }
+            panic!("device.poll failed: {e}");
+        }
+        if let Err(e) = rx.await.expect("map_async callback dropped") {
+            // A read fails only when the device is gone (its lost callback may come later).
+            self.0.lost.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert_with(|| format!("a read failed: {e}"));
+            return bytemuck::cast_slice(&vec![f32::NAN; len]).to_vec();
+        }
         let out = staging.slice(..bytes).get_mapped_range().expect("mapped range").to_vec();
         staging.unmap();
         self.0.staging.borrow_mut().entry(staging.size()).or_default().push(staging);
@@ -552,6 +594,10 @@ pub fn test_gpu() -> Option<Gpu> {
 
 impl Backend for Gpu {
     type Buf = GpuBuf;
+
+    fn lost(&self) -> Option<String> {
+        self.lost_reason()
+    }
 
     fn name(&self) -> String {
         self.adapter_summary()
