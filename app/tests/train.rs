@@ -10,8 +10,7 @@ use leptos::prelude::*;
 use patchwork_app::engine::BackendKind;
 use patchwork_app::store;
 use patchwork_app::train::{
-    evaluate, fashion_norm, run, split_from_gz, Command, Curves, FashionData, Preset, Progress, RunSignals, Status,
-    TrainForm,
+    evaluate, fashion_norm, run, split_from_gz, Command, FashionData, Preset, RunSignals, Status, TrainForm,
 };
 use patchwork_compute::augment::Image;
 use patchwork_compute::rng::Rng;
@@ -28,15 +27,7 @@ fn random_set(n: usize, seed: u64) -> ImageSet {
 }
 
 fn signals() -> RunSignals {
-    RunSignals {
-        status: RwSignal::new(Status::Idle),
-        curves: RwSignal::new(Curves::default()),
-        progress: RwSignal::new(Progress::default()),
-        form: RwSignal::new(TrainForm::default()),
-        run_id: RwSignal::new(None),
-        recon: RwSignal::new(None),
-        confusion: RwSignal::new(None),
-    }
+    RunSignals::new()
 }
 
 fn micro_form(method: Method) -> TrainForm {

@@ -250,6 +250,27 @@ pub struct RunSignals {
     pub confusion: RwSignal<Option<(usize, Vec<Vec<u32>>)>>,
 }
 
+impl RunSignals {
+    /// Fresh signals: nothing run yet, the default form.
+    pub fn new() -> Self {
+        RunSignals {
+            status: RwSignal::new(Status::Idle),
+            curves: RwSignal::new(Curves::default()),
+            progress: RwSignal::new(Progress::default()),
+            form: RwSignal::new(TrainForm::default()),
+            run_id: RwSignal::new(None),
+            recon: RwSignal::new(None),
+            confusion: RwSignal::new(None),
+        }
+    }
+}
+
+impl Default for RunSignals {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// The bundled Fashion-MNIST subset (2 000 training and 1 000 test images).
 pub struct FashionData {
     pub train: ImageSet,

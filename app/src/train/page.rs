@@ -9,7 +9,7 @@ use leptos::task::spawn_local;
 use patchwork_compute::train::{Method, METHODS};
 
 use super::TrainForm;
-use super::{describe, export_model, load_fashion, Command, Curves, FashionData, Preset, Progress, RunSignals, Status};
+use super::{describe, export_model, load_fashion, Command, FashionData, Preset, RunSignals, Status};
 use crate::chart::{ChartSpec, LineChart, Series};
 use crate::engine::BackendKind;
 use crate::reconstruct::page::PixelCanvas;
@@ -54,15 +54,7 @@ fn download(bytes: &[u8], name: &str, mime: &str) -> Result<(), String> {
 
 #[component]
 pub fn TrainPage(backend: Signal<Option<BackendKind>>) -> impl IntoView {
-    let sig = RunSignals {
-        status: RwSignal::new(Status::Idle),
-        curves: RwSignal::new(Curves::default()),
-        progress: RwSignal::new(Progress::default()),
-        form: RwSignal::new(TrainForm::default()),
-        run_id: RwSignal::new(None),
-        recon: RwSignal::new(None),
-        confusion: RwSignal::new(None),
-    };
+    let sig = RunSignals::new();
     // Bundled models whose backbone a supervised run can fine-tune.
     let bundled = LocalResource::new(|| async {
         let list = crate::browser::fetch_text("models.txt").await.unwrap_or_default();

@@ -13,12 +13,11 @@
 //! under timm's names with its `vit_config` (the teacher has no `masked_embed`, as in
 //! bytedance/ibot); the checkpoint adds the student (with `masked_embed`), both heads, both
 //! centres and Adam's moments.
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 use patchwork_compute::masking::MaskingGenerator;
-use patchwork_compute::methods::ibot_train::IbotConfig;
 pub use patchwork_compute::train::ibot::IbotRun;
 
-use super::dino::{DinoArgs, DinoRun};
+use super::dino::DinoArgs;
 use crate::data::DataSpec;
 
 /// iBOT's own flags (the rest are DINO's and the model-size flags).
@@ -53,33 +52,20 @@ pub fn run_from_args(
     images: usize,
     batch: usize,
 ) -> Result<IbotRun> {
-    let DinoRun { model: dino, recipe } = super::dino::run_from_args(m, d, spec, in_chans, images, batch)?;
+    let dino = super::dino::run_from_args(m, d, spec, in_chans, images, batch)?;
     let defaults = MaskingGenerator::default();
-    let model = IbotConfig {
-        vit: dino.vit,
-        head: dino.head,
-        local_size: dino.local_size,
-        n_local: dino.n_local,
-        student_temp: dino.student_temp,
-        center_momentum: dino.center_momentum,
-        center_momentum2: 0.9,
-        lambda1: 1.0,
-        lambda2: i.lambda2.unwrap_or(1.0),
-        masking: MaskingGenerator {
-            pred_ratio: i.pred_ratio.clone().unwrap_or(defaults.pred_ratio),
-            pred_ratio_var: i.pred_ratio_var.clone().unwrap_or(defaults.pred_ratio_var),
-            ..defaults
-        },
+    let masking = MaskingGenerator {
+        pred_ratio: i.pred_ratio.clone().unwrap_or(defaults.pred_ratio),
+        pred_ratio_var: i.pred_ratio_var.clone().unwrap_or(defaults.pred_ratio_var),
+        ..defaults
     };
-    model.validate().context("--pred-ratio / --pred-ratio-var")?;
-    let run = IbotRun {
-        model,
-        recipe,
-        teacher_patch_temp: i.teacher_patch_temp.unwrap_or(0.07),
-        warmup_teacher_patch_temp: i.warmup_teacher_patch_temp.unwrap_or(0.04),
-    };
-    if run.teacher_patch_temp <= 0.0 || run.warmup_teacher_patch_temp <= 0.0 || run.model.lambda2 < 0.0 {
-        bail!("the patch temperatures must be positive and --lambda2 not negative");
-    }
+    let run = IbotRun::on_dino(
+        dino,
+        masking,
+        i.lambda2.unwrap_or(1.0),
+        i.teacher_patch_temp.unwrap_or(0.07),
+        i.warmup_teacher_patch_temp.unwrap_or(0.04),
+    )
+    .map_err(|e| anyhow::anyhow!("--pred-ratio / --pred-ratio-var / --lambda2 / patch temperatures: {e}"))?;
     Ok(run)
 }

@@ -33,6 +33,37 @@ pub struct IbotRun {
     pub warmup_teacher_patch_temp: f32,
 }
 
+impl IbotRun {
+    /// iBOT on DINO's run: its backbone, head, crops and schedules, plus `masking`, λ2 and
+    /// the patch temperatures (`main_ibot.py`'s defaults: 1, 0.07 after a warm-up from 0.04).
+    pub fn on_dino(
+        dino: super::dino::DinoRun,
+        masking: crate::masking::MaskingGenerator,
+        lambda2: f32,
+        teacher_patch_temp: f32,
+        warmup_teacher_patch_temp: f32,
+    ) -> Result<Self, String> {
+        let d = dino.model;
+        let model = IbotConfig {
+            vit: d.vit,
+            head: d.head,
+            local_size: d.local_size,
+            n_local: d.n_local,
+            student_temp: d.student_temp,
+            center_momentum: d.center_momentum,
+            center_momentum2: 0.9,
+            lambda1: 1.0,
+            lambda2,
+            masking,
+        };
+        model.validate().map_err(|e| format!("the masking ratios: {e}"))?;
+        if teacher_patch_temp <= 0.0 || warmup_teacher_patch_temp <= 0.0 || lambda2 < 0.0 {
+            return Err("the patch temperatures must be positive and λ2 not negative".into());
+        }
+        Ok(IbotRun { model, recipe: dino.recipe, teacher_patch_temp, warmup_teacher_patch_temp })
+    }
+}
+
 pub struct IbotTrainer<B: Backend> {
     run: IbotRun,
     pub ibot: Ibot<B>,

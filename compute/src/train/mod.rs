@@ -421,25 +421,8 @@ impl RunConfig {
                 RunConfig::Supervised(supervised::SupervisedRun { vit, fine_tuned_from: None })
             }
             Method::Ibot => {
-                let model = crate::methods::ibot_train::IbotConfig {
-                    vit: dino.vit,
-                    head: dino.head,
-                    local_size: dino.local_size,
-                    n_local: dino.n_local,
-                    student_temp: dino.student_temp,
-                    center_momentum: dino.center_momentum,
-                    center_momentum2: 0.9,
-                    lambda1: 1.0,
-                    lambda2: 1.0,
-                    masking: crate::masking::MaskingGenerator::default(),
-                };
-                model.validate().map_err(|e| e.to_string())?;
-                RunConfig::Ibot(ibot::IbotRun {
-                    model,
-                    recipe,
-                    teacher_patch_temp: 0.07,
-                    warmup_teacher_patch_temp: 0.04,
-                })
+                let run = dino::DinoRun { model: dino, recipe };
+                RunConfig::Ibot(ibot::IbotRun::on_dino(run, Default::default(), 1.0, 0.07, 0.04)?)
             }
         };
         Ok(config)

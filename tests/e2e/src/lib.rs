@@ -26,3 +26,58 @@ pub fn chrome_options() -> (Option<String>, Vec<String>) {
         .collect();
     (options["binary"].as_str().map(str::to_string), args)
 }
+
+/// The release build (`PATCHWORK_E2E_DIST`, default `dist/`) served on a local port and
+/// opened in headless Chromium (`CHROMEDRIVER`, default `/usr/bin/chromedriver`) with a fresh
+/// profile under `out`. Derefs to the [`webdriver::Browser`]; dropping it closes the browser
+/// and removes the profile.
+pub struct Page {
+    browser: Option<webdriver::Browser>,
+    pub url: String,
+    pub out: PathBuf,
+    profile: PathBuf,
+}
+
+impl Page {
+    /// Open `?{query}` of the app; `name` tells this test's profile from others'.
+    pub fn open(out: &Path, name: &str, query: &str) -> Page {
+        let dist =
+            std::env::var_os("PATCHWORK_E2E_DIST").map(PathBuf::from).unwrap_or_else(|| workspace().join("dist"));
+        assert!(
+            dist.join("index.html").is_file(),
+            "no release build in {} (run trunk build --release)",
+            dist.display()
+        );
+        let chromedriver =
+            std::env::var_os("CHROMEDRIVER").map(PathBuf::from).unwrap_or_else(|| "/usr/bin/chromedriver".into());
+        let profile = out.join(format!("chromium-profile-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&profile);
+        std::fs::create_dir_all(&profile).unwrap();
+        let url = format!("{}?{query}", serve::serve(&dist).expect("static server"));
+        let (binary, args) = chrome_options();
+        let browser = webdriver::Browser::start(&chromedriver, binary.as_deref(), &args, &profile).unwrap();
+        browser.goto(&url).unwrap();
+        Page { browser: Some(browser), url, out: out.to_path_buf(), profile }
+    }
+
+    /// Save a screenshot as `out/NAME` and print where.
+    pub fn screenshot(&self, name: &str) {
+        let shot = self.out.join(name);
+        self.browser.as_ref().unwrap().screenshot(&shot).unwrap();
+        println!("screenshot: {}", shot.display());
+    }
+}
+
+impl std::ops::Deref for Page {
+    type Target = webdriver::Browser;
+    fn deref(&self) -> &webdriver::Browser {
+        self.browser.as_ref().unwrap()
+    }
+}
+
+impl Drop for Page {
+    fn drop(&mut self) {
+        drop(self.browser.take());
+        let _ = std::fs::remove_dir_all(&self.profile);
+    }
+}

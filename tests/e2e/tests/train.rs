@@ -3,10 +3,10 @@
 //! held-out kNN / linear-probe points; it is stopped after its first checkpoint, the page is
 //! reloaded, it offers the saved run, resumes it with the curve intact, and the curve
 //! continues to the end of the schedule.
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use patchwork_e2e::{chrome_options, serve::serve, webdriver::Browser, workspace};
+use patchwork_e2e::{webdriver::Browser, Page};
 use serde_json::{json, Value};
 
 /// What the page shows: `(state, loss points, accuracy points, progress step, status text)`.
@@ -61,17 +61,9 @@ fn click(browser: &Browser, testid: &str) {
 #[test]
 #[ignore = "needs a release build and chromedriver: run scripts/test"]
 fn a_dino_run_trains_survives_a_reload_and_resumes_with_its_curves() {
-    let dist = std::env::var_os("PATCHWORK_E2E_DIST").map(PathBuf::from).unwrap_or_else(|| workspace().join("dist"));
-    assert!(dist.join("index.html").is_file(), "no release build in {} (run trunk build --release)", dist.display());
-    let chromedriver = std::env::var_os("CHROMEDRIVER").map(PathBuf::from).unwrap_or("/usr/bin/chromedriver".into());
     let out = Path::new(env!("CARGO_TARGET_TMPDIR")).parent().unwrap().join("e2e");
-    let profile = out.join(format!("chromium-profile-train-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&profile);
-    std::fs::create_dir_all(&profile).unwrap();
-    let url = format!("{}?page=train&backend=cpu", serve(&dist).expect("static server"));
-    let (binary, args) = chrome_options();
-    let browser = Browser::start(&chromedriver, binary.as_deref(), &args, &profile).unwrap();
-    browser.goto(&url).unwrap();
+    let browser = Page::open(&out, "train", "page=train&backend=cpu");
+    let url = browser.url.clone();
     browser.wait_text("[data-testid=train-status]", Duration::from_secs(60), |t| t.contains("Not started")).unwrap();
 
     // DINO and the micro preset are the defaults; an evaluation and a checkpoint every 20
@@ -131,27 +123,14 @@ fn a_dino_run_trains_survives_a_reload_and_resumes_with_its_curves() {
     .unwrap();
     assert_eq!(loss_steps, vec![STEPS as f64]);
 
-    let shot = out.join("train.png");
-    browser.screenshot(&shot).unwrap();
-    println!("screenshot: {}", shot.display());
-    drop(browser);
-    let _ = std::fs::remove_dir_all(&profile);
+    browser.screenshot("train.png");
 }
 
 #[test]
 #[ignore = "needs a release build and chromedriver: run scripts/test"]
 fn an_mae_run_shows_its_reconstructions_refreshing() {
-    let dist = std::env::var_os("PATCHWORK_E2E_DIST").map(PathBuf::from).unwrap_or_else(|| workspace().join("dist"));
-    assert!(dist.join("index.html").is_file(), "no release build in {} (run trunk build --release)", dist.display());
-    let chromedriver = std::env::var_os("CHROMEDRIVER").map(PathBuf::from).unwrap_or("/usr/bin/chromedriver".into());
     let out = Path::new(env!("CARGO_TARGET_TMPDIR")).parent().unwrap().join("e2e");
-    let profile = out.join(format!("chromium-profile-train-mae-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&profile);
-    std::fs::create_dir_all(&profile).unwrap();
-    let url = format!("{}?page=train&backend=cpu", serve(&dist).expect("static server"));
-    let (binary, args) = chrome_options();
-    let browser = Browser::start(&chromedriver, binary.as_deref(), &args, &profile).unwrap();
-    browser.goto(&url).unwrap();
+    let browser = Page::open(&out, "train-mae", "page=train&backend=cpu");
     browser.wait_text("[data-testid=train-status]", Duration::from_secs(60), |t| t.contains("Not started")).unwrap();
     set_input(&browser, "train-method", "mae");
     for (id, v) in [("train-steps", "60"), ("train-eval-every", "20"), ("train-ckpt-every", "60")] {
@@ -173,27 +152,14 @@ fn an_mae_run_shows_its_reconstructions_refreshing() {
     )
     .unwrap();
     assert!(w >= 4 * 28 && h >= 4 * 28, "grid {w}×{h}");
-    let shot = out.join("train-mae.png");
-    browser.screenshot(&shot).unwrap();
-    println!("screenshot: {}", shot.display());
-    drop(browser);
-    let _ = std::fs::remove_dir_all(&profile);
+    browser.screenshot("train-mae.png");
 }
 
 #[test]
 #[ignore = "needs a release build and chromedriver: run scripts/test"]
 fn fine_tuning_the_bundled_dino_model_ends_with_a_confusion_matrix() {
-    let dist = std::env::var_os("PATCHWORK_E2E_DIST").map(PathBuf::from).unwrap_or_else(|| workspace().join("dist"));
-    assert!(dist.join("index.html").is_file(), "no release build in {} (run trunk build --release)", dist.display());
-    let chromedriver = std::env::var_os("CHROMEDRIVER").map(PathBuf::from).unwrap_or("/usr/bin/chromedriver".into());
     let out = Path::new(env!("CARGO_TARGET_TMPDIR")).parent().unwrap().join("e2e");
-    let profile = out.join(format!("chromium-profile-train-ft-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&profile);
-    std::fs::create_dir_all(&profile).unwrap();
-    let url = format!("{}?page=train&backend=cpu", serve(&dist).expect("static server"));
-    let (binary, args) = chrome_options();
-    let browser = Browser::start(&chromedriver, binary.as_deref(), &args, &profile).unwrap();
-    browser.goto(&url).unwrap();
+    let browser = Page::open(&out, "train-ft", "page=train&backend=cpu");
     browser.wait_text("[data-testid=train-status]", Duration::from_secs(60), |t| t.contains("Not started")).unwrap();
     set_input(&browser, "train-method", "supervised");
     // The bundled model list arrives asynchronously.
@@ -219,9 +185,5 @@ fn fine_tuning_the_bundled_dino_model_ends_with_a_confusion_matrix() {
     // From the DINO backbone (kNN 64.8% on this subset) 40 steps of fine-tuning are far above chance.
     assert!(acc > 40.0, "fine-tuned accuracy {acc}%");
     browser.execute("document.querySelector('[data-testid=train-confusion]').scrollIntoView();", json!([])).unwrap();
-    let shot = out.join("train-fine-tune.png");
-    browser.screenshot(&shot).unwrap();
-    println!("screenshot: {}", shot.display());
-    drop(browser);
-    let _ = std::fs::remove_dir_all(&profile);
+    browser.screenshot("train-fine-tune.png");
 }
