@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
-use patchwork_app::train::{evaluate, split_from_gz, FashionData};
+use patchwork_app::train::{evaluate, split_from_gz, TrainData};
 use patchwork_compute::{Cpu, TensorFile};
 
 /// `patchwork eval --model assets/models/dino-fashion-mnist.safetensors --data assets/fashion-mnist
@@ -18,13 +18,14 @@ fn assets() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets")
 }
 
-pub fn subset() -> FashionData {
+pub fn subset() -> TrainData {
     let read = |name: &str| std::fs::read(assets().join("fashion-mnist").join(name)).unwrap();
     let split = |s: &str| {
         split_from_gz(&read(&format!("{s}-images-idx3-ubyte.gz")), &read(&format!("{s}-labels-idx1-ubyte.gz")), s)
             .unwrap()
     };
-    FashionData { train: split("train"), test: split("t10k") }
+    let classes = patchwork_compute::idx::FASHION_MNIST_CLASSES.iter().map(|c| c.to_string()).collect();
+    TrainData { train: split("train"), test: split("t10k"), classes }
 }
 
 #[test]

@@ -10,7 +10,7 @@ use leptos::prelude::*;
 use patchwork_app::engine::BackendKind;
 use patchwork_app::store;
 use patchwork_app::train::{
-    evaluate, fashion_norm, run, split_from_gz, Command, FashionData, Preset, RunSignals, Status, TrainForm,
+    evaluate, fashion_norm, run, split_from_gz, Command, Preset, RunSignals, Status, TrainData, TrainForm,
 };
 use patchwork_compute::augment::Image;
 use patchwork_compute::rng::Rng;
@@ -24,6 +24,10 @@ fn random_set(n: usize, seed: u64) -> ImageSet {
     let mut rng = Rng::new(seed);
     let images = (0..n).map(|_| Image::new(28, 28, 1, (0..28 * 28).map(|_| rng.uniform()).collect())).collect();
     ImageSet { images, labels: Some((0..n as u32).map(|i| i % 10).collect()), norm: fashion_norm() }
+}
+
+fn ten() -> Vec<String> {
+    (0..10).map(|c| format!("class {c}")).collect()
 }
 
 fn signals() -> RunSignals {
@@ -48,7 +52,7 @@ fn micro_form(method: Method) -> TrainForm {
 async fn a_quota_error_stops_training_and_the_last_checkpoint_resumes() {
     let owner = Owner::new();
     owner.set();
-    let data = Rc::new(FashionData { train: random_set(64, 1), test: random_set(32, 2) });
+    let data = Rc::new(TrainData { train: random_set(64, 1), test: random_set(32, 2), classes: ten() });
     let (sig, command) = (signals(), RwSignal::new(Command::Run));
     store::fail_save_with_quota_after(Some(1));
     run(BackendKind::Cpu, micro_form(Method::Dino), None, data.clone(), command, sig).await;
@@ -75,7 +79,7 @@ async fn a_quota_error_stops_training_and_the_last_checkpoint_resumes() {
 async fn a_diverging_run_stops_at_the_first_non_finite_loss() {
     let owner = Owner::new();
     owner.set();
-    let data = Rc::new(FashionData { train: random_set(64, 3), test: random_set(32, 4) });
+    let data = Rc::new(TrainData { train: random_set(64, 3), test: random_set(32, 4), classes: ten() });
     let sig = signals();
     let form = TrainForm { lr: Some(1e30), ..micro_form(Method::Mae) };
     run(BackendKind::Cpu, form, None, data, RwSignal::new(Command::Run), sig).await;
@@ -100,9 +104,10 @@ async fn held_out_scores_match_patchwork_eval_in_the_browser() {
             _ => include_bytes!("../../assets/fashion-mnist/t10k-labels-idx1-ubyte.gz"),
         }
     };
-    let data = FashionData {
+    let data = TrainData {
         train: split_from_gz(fm("train-images"), fm("train-labels"), "train").unwrap(),
         test: split_from_gz(fm("t10k-images"), fm("t10k-labels"), "t10k").unwrap(),
+        classes: ten(),
     };
     let (knn, linear) = evaluate(&Cpu, TensorFile::from_bytes(MODEL).unwrap(), &data, 2000, 1000).await.unwrap();
     // `patchwork eval --model assets/models/dino-fashion-mnist.safetensors --data assets/fashion-mnist
@@ -115,7 +120,7 @@ async fn held_out_scores_match_patchwork_eval_in_the_browser() {
 async fn an_mae_run_refreshes_its_reconstructions_at_every_evaluation() {
     let owner = Owner::new();
     owner.set();
-    let data = Rc::new(FashionData { train: random_set(64, 5), test: random_set(32, 6) });
+    let data = Rc::new(TrainData { train: random_set(64, 5), test: random_set(32, 6), classes: ten() });
     let sig = signals();
     let form = TrainForm { steps: 20, eval_every: 10, checkpoint_every: 100, ..micro_form(Method::Mae) };
     run(BackendKind::Cpu, form, None, data, RwSignal::new(Command::Run), sig).await;
@@ -134,13 +139,14 @@ async fn an_mae_run_refreshes_its_reconstructions_at_every_evaluation() {
 async fn a_supervised_run_scores_its_classifier_and_draws_a_confusion_matrix() {
     let owner = Owner::new();
     owner.set();
-    let data = Rc::new(FashionData { train: random_set(64, 7), test: random_set(32, 8) });
+    let data = Rc::new(TrainData { train: random_set(64, 7), test: random_set(32, 8), classes: ten() });
     let sig = signals();
     let form = TrainForm { steps: 20, eval_every: 10, checkpoint_every: 100, ..micro_form(Method::Supervised) };
     run(BackendKind::Cpu, form, None, data, RwSignal::new(Command::Run), sig).await;
     assert!(matches!(sig.status.get_untracked(), Status::Finished(_)), "{:?}", sig.status.get_untracked());
     assert_eq!(sig.curves.get_untracked().classifier.len(), 2);
-    let (step, m) = sig.confusion.get_untracked().expect("a confusion matrix");
+    let (step, m, names) = sig.confusion.get_untracked().expect("a confusion matrix");
+    assert_eq!(names.len(), 10);
     assert_eq!(step, 20);
     assert_eq!((m.len(), m[0].len()), (10, 10));
     assert_eq!(m.iter().flatten().sum::<u32>(), 32, "every held-out image is counted once");
@@ -159,7 +165,7 @@ async fn losing_the_gpu_device_stops_training_and_keeps_the_last_checkpoint() {
         // No WebGPU in this browser: nothing to lose (the CI's Chromium has SwiftShader).
         return;
     };
-    let data = Rc::new(FashionData { train: random_set(32, 9), test: random_set(16, 10) });
+    let data = Rc::new(TrainData { train: random_set(32, 9), test: random_set(16, 10), classes: ten() });
     let sig = signals();
     let form = TrainForm { steps: 12, batch: 4, checkpoint_every: 2, ..micro_form(Method::Dino) };
     // Destroy the device once the first checkpoint is saved, as the browser may at any time.
@@ -185,7 +191,7 @@ async fn losing_the_gpu_device_stops_training_and_keeps_the_last_checkpoint() {
     assert_eq!(saved.step, 2);
     // It resumes on the CPU backend.
     let sig2 = signals();
-    let data = Rc::new(FashionData { train: random_set(32, 9), test: random_set(16, 10) });
+    let data = Rc::new(TrainData { train: random_set(32, 9), test: random_set(16, 10), classes: ten() });
     run(BackendKind::Cpu, form, Some(saved), data, RwSignal::new(Command::Run), sig2).await;
     assert!(matches!(sig2.status.get_untracked(), Status::Finished(_)), "{:?}", sig2.status.get_untracked());
     store::delete(&id).await.unwrap();
@@ -215,4 +221,33 @@ async fn every_method_trains_on_webgpu_as_on_the_cpu() {
             );
         }
     }
+}
+
+/// A picked folder: `ROOT/CLASS/IMAGE` paths give classes, a fifth is held out, every
+/// picture becomes 28×28 grey (transparent pixels white); images in the root alone leave
+/// the data unlabelled.
+#[wasm_bindgen_test]
+fn a_folder_of_class_subfolders_becomes_labelled_28_px_grey_data() {
+    use patchwork_app::reconstruct::Picture;
+    use patchwork_app::train::folder_data;
+    let pic = |w: u32, h: u32, v: u8, a: u8| Picture::new(w, h, [v, v, v, a].repeat((w * h) as usize));
+    let mut files = Vec::new();
+    for i in 0..6 {
+        files.push((format!("shoes/boot/{i}.png"), pic(40, 30, 0, 255)));
+        files.push((format!("shoes/sandal/{i}.jpg"), pic(28, 28, 200, 255)));
+    }
+    files.push(("shoes/sandal/see-through.png".to_string(), pic(10, 10, 0, 0)));
+    let d = folder_data(files).unwrap();
+    assert_eq!(d.classes, vec!["boot".to_string(), "sandal".to_string()]);
+    assert_eq!((d.train.images.len(), d.test.images.len()), (11, 2));
+    assert!(d.labelled());
+    let all: Vec<_> = d.train.images.iter().chain(&d.test.images).collect();
+    assert!(all.iter().all(|im| (im.width, im.height, im.channels) == (28, 28, 1)));
+    // The transparent picture is white; the boots black.
+    assert!(all.iter().any(|im| im.data.iter().all(|&v| v == 1.0)));
+    assert!(all.iter().any(|im| im.data.iter().all(|&v| v == 0.0)));
+    let loose = folder_data(vec![("shoes/a.png".into(), pic(8, 8, 9, 255)), ("shoes/b.png".into(), pic(8, 8, 9, 255))])
+        .unwrap();
+    assert!(!loose.labelled() && loose.classes.is_empty());
+    assert!(folder_data(vec![("x/y.png".into(), pic(8, 8, 9, 255))]).is_err());
 }

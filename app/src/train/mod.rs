@@ -116,6 +116,8 @@ pub struct TrainForm {
     /// fine-tunes with a fresh head; absent: train from random weights.
     #[serde(default)]
     pub fine_tune_from: Option<String>,
+    #[serde(default)]
+    pub data: DataChoice,
 }
 
 impl Default for TrainForm {
@@ -132,6 +134,7 @@ impl Default for TrainForm {
             eval_train: 1000,
             eval_test: 500,
             fine_tune_from: None,
+            data: DataChoice::Fashion,
         }
     }
 }
@@ -156,7 +159,7 @@ impl TrainForm {
     }
 
     pub fn schedule(&self) -> Schedule {
-        let mut s = Schedule::defaults(self.method, "fashion-mnist (bundled subset)", 1, self.steps, self.batch);
+        let mut s = Schedule::defaults(self.method, &self.data.label(), 1, self.steps, self.batch);
         s.seed = self.seed;
         if let Some(lr) = self.lr {
             s.lr = lr;
@@ -235,6 +238,9 @@ pub enum Command {
     Stop,
 }
 
+/// A classifier's confusion matrix at a step: `(step, counts[true][predicted], class names)`.
+pub type Confusion = (usize, Vec<Vec<u32>>, Vec<String>);
+
 /// The signals a run publishes to, and the command cell it reads.
 #[derive(Clone, Copy)]
 pub struct RunSignals {
@@ -247,7 +253,7 @@ pub struct RunSignals {
     pub recon: RwSignal<Option<(usize, Picture)>>,
     /// For supervised runs: the classifier's confusion matrix on the held-out split
     /// (`[true class][predicted class]` counts) and the step it is from.
-    pub confusion: RwSignal<Option<(usize, Vec<Vec<u32>>)>>,
+    pub confusion: RwSignal<Option<Confusion>>,
 }
 
 impl RunSignals {
@@ -271,10 +277,109 @@ impl Default for RunSignals {
     }
 }
 
-/// The bundled Fashion-MNIST subset (2 000 training and 1 000 test images).
-pub struct FashionData {
+/// What a run trains and evaluates on: 28×28 grey images, a training split and a held-out
+/// split (labelled where the source has classes).
+pub struct TrainData {
     pub train: ImageSet,
     pub test: ImageSet,
+    /// Class names by label; empty when the images have no labels.
+    pub classes: Vec<String>,
+}
+
+impl TrainData {
+    /// Whether the held-out scores (kNN, probe, classifier) can be computed.
+    pub fn labelled(&self) -> bool {
+        !self.classes.is_empty()
+            && self.train.labels.is_some()
+            && self.test.labels.is_some()
+            && !self.test.images.is_empty()
+    }
+}
+
+/// The data a run uses; saved with its checkpoints.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DataChoice {
+    /// The bundled Fashion-MNIST subset.
+    #[default]
+    Fashion,
+    /// A folder the user picked (its name), `CLASS/IMAGE` inside for labels.
+    Folder(String),
+}
+
+impl DataChoice {
+    pub fn label(&self) -> String {
+        match self {
+            DataChoice::Fashion => "Fashion-MNIST (bundled subset)".into(),
+            DataChoice::Folder(name) => format!("your folder “{name}”"),
+        }
+    }
+}
+
+/// Side of the images every preset takes (Fashion-MNIST's).
+pub const SIDE: usize = 28;
+
+/// A picture as the presets take it: composited over white, centre square, resized to
+/// 28×28, grey (ITU-R 601 luma, as the `image` crate converts).
+pub fn to_grey_28(pic: &Picture) -> Image {
+    use image::{imageops::FilterType, DynamicImage, RgbaImage};
+    let mut rgba = pic.rgba.clone();
+    for px in rgba.chunks_mut(4) {
+        let a = px[3] as f32 / 255.0;
+        for c in &mut px[..3] {
+            *c = (*c as f32 * a + 255.0 * (1.0 - a)).round() as u8;
+        }
+        px[3] = 255;
+    }
+    let img = DynamicImage::ImageRgba8(RgbaImage::from_raw(pic.width, pic.height, rgba).expect("RGBA size"));
+    let side = pic.width.min(pic.height);
+    let square = img.crop_imm((pic.width - side) / 2, (pic.height - side) / 2, side, side);
+    let grey = square.resize_exact(SIDE as u32, SIDE as u32, FilterType::Triangle).to_luma8();
+    Image::from_u8(SIDE, SIDE, 1, grey.as_raw())
+}
+
+/// A picked folder as training data: `(relative path, picture)` per decoded image. A path
+/// `ROOT/CLASS/…/IMAGE` gives the image the class `CLASS` (every image must then have one);
+/// images straight in the root leave the data unlabelled. A seeded fifth (at least one
+/// image) is held out for the scores.
+pub fn folder_data(files: Vec<(String, Picture)>) -> Result<TrainData, String> {
+    if files.len() < 2 {
+        return Err(format!("the folder has {} readable image(s); a run needs at least 2", files.len()));
+    }
+    let class_of = |path: &str| {
+        let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+        (parts.len() >= 3).then(|| parts[1].to_string())
+    };
+    let mut classes: Vec<String> = files.iter().filter_map(|(p, _)| class_of(p)).collect();
+    classes.sort();
+    classes.dedup();
+    let labelled = files.iter().all(|(p, _)| class_of(p).is_some());
+    if !labelled {
+        classes.clear();
+    }
+    let mut order: Vec<usize> = (0..files.len()).collect();
+    let mut sorted: Vec<&String> = files.iter().map(|(p, _)| p).collect();
+    sorted.sort();
+    order.sort_by_key(|&i| sorted.binary_search(&&files[i].0).unwrap_or(i));
+    let mut rng = Rng::new(0);
+    for i in (1..order.len()).rev() {
+        order.swap(i, rng.below(i + 1));
+    }
+    let n_test = (files.len() / 5).max(1);
+    let norm = fashion_norm();
+    let split = |idx: &[usize]| ImageSet {
+        images: idx.iter().map(|&i| to_grey_28(&files[i].1)).collect(),
+        labels: labelled.then(|| {
+            idx.iter()
+                .map(|&i| {
+                    let c = class_of(&files[i].0).expect("labelled");
+                    classes.iter().position(|k| *k == c).expect("a listed class") as u32
+                })
+                .collect()
+        }),
+        norm: norm.clone(),
+    };
+    Ok(TrainData { test: split(&order[..n_test]), train: split(&order[n_test..]), classes })
 }
 
 /// Fashion-MNIST's statistics (as `patchwork train` normalises it).
@@ -309,8 +414,9 @@ async fn fetch_split(split: &str) -> Result<ImageSet, String> {
 }
 
 /// The bundled subset, fetched from the app's `fashion-mnist/` folder.
-pub async fn load_fashion() -> Result<FashionData, String> {
-    Ok(FashionData { train: fetch_split("train").await?, test: fetch_split("t10k").await? })
+pub async fn load_fashion() -> Result<TrainData, String> {
+    let classes = patchwork_compute::idx::FASHION_MNIST_CLASSES.iter().map(|c| c.to_string()).collect();
+    Ok(TrainData { train: fetch_split("train").await?, test: fetch_split("t10k").await?, classes })
 }
 
 fn now_ms() -> f64 {
@@ -350,7 +456,7 @@ async fn features<B: Backend>(be: &B, vit: &Vit<B>, set: &ImageSet, n: usize, no
 pub async fn evaluate<B: Backend>(
     be: &B,
     model: TensorFile,
-    data: &FashionData,
+    data: &TrainData,
     eval_train: usize,
     eval_test: usize,
 ) -> Result<(f64, f64), String> {
@@ -361,12 +467,13 @@ pub async fn evaluate<B: Backend>(
     let mut te = features(be, &vit, &data.test, eval_test, &vm.norm).await;
     let label = |s: &ImageSet, n: usize| s.labels.as_ref().map(|l| l[..n.min(l.len())].to_vec()).unwrap_or_default();
     let (ytr, yte) = (label(&data.train, eval_train), label(&data.test, eval_test));
-    let probe = train_linear(be, &tr, &ytr, dim, 10, &LinearConfig::default(), |_, _| {}).await;
-    let linear = top_k_accuracy(&probe.logits(&te), &yte, 10, 1) * 100.0;
+    let classes = data.classes.len().max(1);
+    let probe = train_linear(be, &tr, &ytr, dim, classes, &LinearConfig::default(), |_, _| {}).await;
+    let linear = top_k_accuracy(&probe.logits(&te), &yte, classes, 1) * 100.0;
     l2_normalize(&mut tr, dim);
     l2_normalize(&mut te, dim);
-    let votes = knn_votes(&tr, &ytr, &te, dim, 10, 20, 0.07);
-    Ok((top_k_accuracy(&votes, &yte, 10, 1) * 100.0, linear))
+    let votes = knn_votes(&tr, &ytr, &te, dim, classes, 20, 0.07);
+    Ok((top_k_accuracy(&votes, &yte, classes, 1) * 100.0, linear))
 }
 
 /// The classifier in `model` (a ViT with its head) on the first `n` images of `set`:
@@ -417,7 +524,7 @@ async fn fine_tune_source(name: &str) -> Result<(SupervisedRun, TensorFile), Str
             vm.cfg.img_size[0], vm.cfg.img_size[1], vm.cfg.in_chans
         ));
     }
-    let vit = patchwork_compute::VitConfig { num_classes: 10, ..vm.cfg };
+    let vit = patchwork_compute::VitConfig { num_classes: 1, ..vm.cfg };
     Ok((SupervisedRun { vit, fine_tuned_from: Some(name.to_string()) }, backbone))
 }
 
@@ -447,7 +554,7 @@ pub async fn run(
     kind: BackendKind,
     form: TrainForm,
     resume: Option<SavedRun>,
-    data: Rc<FashionData>,
+    data: Rc<TrainData>,
     command: RwSignal<Command>,
     sig: RunSignals,
 ) {
@@ -468,7 +575,7 @@ pub async fn run_on<B: Backend>(
     be: &B,
     form: TrainForm,
     resume: Option<SavedRun>,
-    data: Rc<FashionData>,
+    data: Rc<TrainData>,
     command: RwSignal<Command>,
     sig: RunSignals,
 ) {
@@ -481,7 +588,7 @@ async fn drive<B: Backend>(
     be: &B,
     form: TrainForm,
     resume: Option<SavedRun>,
-    data: &FashionData,
+    data: &TrainData,
     command: RwSignal<Command>,
     sig: RunSignals,
 ) -> Result<(), String> {
@@ -503,11 +610,17 @@ async fn drive<B: Backend>(
             let trainer: Box<dyn Trainer<B> + '_> = match (&form.fine_tune_from, form.method) {
                 (Some(name), Method::Supervised) => {
                     sig.status.set(Status::Working(format!("loading {name} to fine-tune…")));
-                    let (run, backbone) = fine_tune_source(name).await?;
+                    let (mut run, backbone) = fine_tune_source(name).await?;
+                    if data.classes.is_empty() {
+                        return Err("fine-tuning needs labelled images (class subfolders)".into());
+                    }
+                    run.vit.num_classes = data.classes.len();
                     Box::new(SupervisedTrainer::fine_tune(be, run, &backbone, s.seed)?)
                 }
-                _ => RunConfig::standard(form.method, &form.preset.sizes(), data.train.images.len(), s.batch)?
-                    .trainer(be, &s),
+                _ => {
+                    let sizes = Sizes { classes: data.classes.len(), ..form.preset.sizes() };
+                    RunConfig::standard(form.method, &sizes, data.train.images.len(), s.batch)?.trainer(be, &s)
+                }
             };
             (trainer, s.clone(), 0, s.data_rng(), id)
         }
@@ -570,21 +683,23 @@ async fn drive<B: Backend>(
             last_checkpoint: last_ckpt,
         });
         if done.is_multiple_of(form.eval_every) || done == s.steps {
-            sig.status.set(Status::Working(format!("step {done}: kNN and linear probe on held-out images…")));
             let model = model_file(be, trainer.as_ref(), &s, &norm, serde_json::json!({})).await;
-            if s.method == Method::Mae {
+            if s.method == Method::Mae && !data.test.images.is_empty() {
                 sig.recon.set(Some((done, reconstructions(be, &model, &data.test).await?)));
             }
-            if s.method == Method::Supervised {
-                let (accuracy, confusion) = classify(be, model.clone(), &data.test, form.eval_test).await?;
-                sig.curves.update(|c| c.classifier.push((done as f64, accuracy)));
-                sig.confusion.set(Some((done, confusion)));
+            if data.labelled() {
+                sig.status.set(Status::Working(format!("step {done}: kNN and linear probe on held-out images…")));
+                if s.method == Method::Supervised {
+                    let (accuracy, confusion) = classify(be, model.clone(), &data.test, form.eval_test).await?;
+                    sig.curves.update(|c| c.classifier.push((done as f64, accuracy)));
+                    sig.confusion.set(Some((done, confusion, data.classes.clone())));
+                }
+                let (knn, linear) = evaluate(be, model, data, form.eval_train, form.eval_test).await?;
+                sig.curves.update(|c| {
+                    c.knn.push((done as f64, knn));
+                    c.linear.push((done as f64, linear));
+                });
             }
-            let (knn, linear) = evaluate(be, model, data, form.eval_train, form.eval_test).await?;
-            sig.curves.update(|c| {
-                c.knn.push((done as f64, knn));
-                c.linear.push((done as f64, linear));
-            });
         }
         if let Some(why) = be.lost() {
             return Err(lost_message(&why, done, last_ckpt));

@@ -9,7 +9,7 @@ use leptos::task::spawn_local;
 use patchwork_compute::train::{Method, METHODS};
 
 use super::TrainForm;
-use super::{describe, export_model, load_fashion, Command, FashionData, Preset, RunSignals, Status};
+use super::{describe, export_model, load_fashion, Command, DataChoice, Preset, RunSignals, Status, TrainData};
 use crate::chart::{ChartSpec, LineChart, Series};
 use crate::engine::BackendKind;
 use crate::reconstruct::page::PixelCanvas;
@@ -33,6 +33,12 @@ fn seconds(s: f64) -> String {
         s if s < 90.0 => format!("{s:.0} s"),
         s => format!("{:.0} min {:.0} s", (s / 60.0).floor(), s % 60.0),
     }
+}
+
+/// A picked file's path below the picked folder's parent (`File.webkitRelativePath`:
+/// `ROOT/CLASS/IMAGE`), or "" for a file picked on its own.
+fn relative_path(f: &web_sys::File) -> String {
+    js_sys::Reflect::get(f, &"webkitRelativePath".into()).ok().and_then(|v| v.as_string()).unwrap_or_default()
 }
 
 /// Offer `bytes` as a file download named `name`.
@@ -61,7 +67,53 @@ pub fn TrainPage(backend: Signal<Option<BackendKind>>) -> impl IntoView {
         crate::browser::parse_models_list(&list).into_iter().filter(|(_, m)| !m.is_empty()).collect::<Vec<_>>()
     });
     let command = RwSignal::new(Command::Run);
-    let data: RwSignal<Option<Rc<FashionData>>, LocalStorage> = RwSignal::new_local(None);
+    let data: RwSignal<Option<Rc<TrainData>>, LocalStorage> = RwSignal::new_local(None);
+    // A folder the user picked: its name, its data, and how many files were not images.
+    let folder: RwSignal<Option<(String, Rc<TrainData>, usize)>, LocalStorage> = RwSignal::new_local(None);
+    let folder_note = RwSignal::new(String::new());
+    let on_folder = move |ev: leptos::ev::Event| {
+        let input: web_sys::HtmlInputElement = event_target(&ev);
+        let Some(list) = input.files() else { return };
+        let files: Vec<web_sys::File> = (0..list.length()).filter_map(|i| list.get(i)).collect();
+        spawn_local(async move {
+            let root = files
+                .first()
+                .map(|f| relative_path(f).split('/').next().unwrap_or_default().to_string())
+                .filter(|r| !r.is_empty())
+                .unwrap_or_else(|| "picked files".into());
+            let (mut pictures, mut skipped) = (Vec::new(), 0usize);
+            for (i, f) in files.iter().enumerate() {
+                folder_note.set(format!("reading “{root}”: {} of {} files…", i + 1, files.len()));
+                let path = match relative_path(f) {
+                    p if p.is_empty() => format!("{root}/{}", f.name()),
+                    p => p,
+                };
+                match crate::browser::decode_image(f, &f.name()).await {
+                    Ok(pic) => pictures.push((path, pic)),
+                    Err(_) => skipped += 1,
+                }
+            }
+            match super::folder_data(pictures) {
+                Ok(d) => {
+                    let classes = if d.classes.is_empty() {
+                        "no class subfolders, so no labels: training works, held-out scores and supervised runs do not"
+                            .to_string()
+                    } else {
+                        format!("{} classes ({})", d.classes.len(), d.classes.join(", "))
+                    };
+                    folder_note.set(format!(
+                        "“{root}”: {} images, {} held out; {classes}{}; shown to the model as 28×28 grey",
+                        d.train.images.len() + d.test.images.len(),
+                        d.test.images.len(),
+                        if skipped > 0 { format!("; {skipped} file(s) skipped (not images)") } else { String::new() }
+                    ));
+                    folder.set(Some((root.clone(), Rc::new(d), skipped)));
+                    sig.form.update(|f| f.data = DataChoice::Folder(root));
+                }
+                Err(e) => folder_note.set(format!("“{root}”: {e}")),
+            }
+        });
+    };
     // The last saved run, offered for resuming after a reload.
     let saved = RwSignal::new(None::<(RunSummary, Option<TrainForm>)>);
     let refresh_saved = move || {
@@ -92,21 +144,6 @@ pub fn TrainPage(backend: Signal<Option<BackendKind>>) -> impl IntoView {
         error.set(None);
         command.set(Command::Run);
         spawn_local(async move {
-            sig.status.set(Status::Working("loading Fashion-MNIST (bundled subset)…".into()));
-            let d = match data.get_untracked() {
-                Some(d) => d,
-                None => match load_fashion().await {
-                    Ok(d) => {
-                        let d = Rc::new(d);
-                        data.set(Some(d.clone()));
-                        d
-                    }
-                    Err(e) => {
-                        sig.status.set(Status::Failed(format!("could not load the data: {e}")));
-                        return;
-                    }
-                },
-            };
             let resume = match resume_id {
                 Some(id) => match store::load(&id).await {
                     Ok(Some(r)) => {
@@ -125,6 +162,34 @@ pub fn TrainPage(backend: Signal<Option<BackendKind>>) -> impl IntoView {
                     }
                 },
                 None => None,
+            };
+            let d = match sig.form.with_untracked(|f| f.data.clone()) {
+                DataChoice::Folder(name) => match folder.get_untracked() {
+                    Some((picked, d, _)) if picked == name => d,
+                    _ => {
+                        sig.status.set(Status::Failed(format!(
+                            "this run trains on the folder “{name}”: pick it again (Data → your images), then start or resume"
+                        )));
+                        return;
+                    }
+                },
+                DataChoice::Fashion => match data.get_untracked() {
+                    Some(d) => d,
+                    None => {
+                        sig.status.set(Status::Working("loading Fashion-MNIST (bundled subset)…".into()));
+                        match load_fashion().await {
+                            Ok(d) => {
+                                let d = Rc::new(d);
+                                data.set(Some(d.clone()));
+                                d
+                            }
+                            Err(e) => {
+                                sig.status.set(Status::Failed(format!("could not load the data: {e}")));
+                                return;
+                            }
+                        }
+                    }
+                },
             };
             let form = sig.form.get_untracked();
             super::run(kind, form, resume, d, command, sig).await;
@@ -226,7 +291,7 @@ pub fn TrainPage(backend: Signal<Option<BackendKind>>) -> impl IntoView {
         <section class="panel train" data-testid="page-train">
             <h2>"Train"</h2>
             <p class="note">
-                "Train a self-supervised ViT in this tab on the bundled Fashion-MNIST subset (2 000 training, 1 000 held-out test images). "
+                "Train a ViT in this tab, on the bundled Fashion-MNIST subset (2 000 training, 1 000 held-out test images) or on a folder of your own images (one subfolder per class; nothing leaves your machine). "
                 "Every few steps the backbone's [CLS] features are scored on the held-out images with DINO's weighted kNN (k = 20, T = 0.07) and a linear probe. "
                 "Checkpoints go to this browser's storage: reload the page and the run can be resumed with its curves."
             </p>
@@ -329,7 +394,44 @@ pub fn TrainPage(backend: Signal<Option<BackendKind>>) -> impl IntoView {
                         </select>
                     </label>
                 </Show>
-                <label class="setting">"Data " <span class="chip">"Fashion-MNIST (bundled subset)"</span></label>
+                <label class="setting">
+                    "Data "
+                    <select
+                        data-testid="train-data"
+                        prop:disabled=move || active.get()
+                        on:change=move |ev| {
+                            let v = event_target_value(&ev);
+                            sig.form.update(|f| {
+                                f.data = match (v.as_str(), folder.get_untracked()) {
+                                    ("folder", Some((name, _, _))) => DataChoice::Folder(name),
+                                    ("folder", None) => DataChoice::Folder(String::new()),
+                                    _ => DataChoice::Fashion,
+                                }
+                            });
+                        }
+                    >
+                        <option value="fashion" selected=move || sig.form.with(|f| f.data == DataChoice::Fashion)>
+                            "Fashion-MNIST (bundled subset)"
+                        </option>
+                        <option value="folder" selected=move || sig.form.with(|f| f.data != DataChoice::Fashion)>
+                            "your images (a folder, CLASS/IMAGE inside)"
+                        </option>
+                    </select>
+                </label>
+                <Show when=move || sig.form.with(|f| f.data != DataChoice::Fashion)>
+                    <label class="setting">
+                        "Folder "
+                        <input
+                            type="file"
+                            data-testid="train-folder"
+                            prop:webkitdirectory=true
+                            multiple=true
+                            prop:disabled=move || active.get()
+                            on:change=on_folder
+                        />
+                    </label>
+                    <span class="note" data-testid="train-folder-note">{move || folder_note.get()}</span>
+                </Show>
                 {field("Steps ", "train-steps", |f| f.steps.to_string(), |f, v| f.steps = v.trim().parse().unwrap_or(0))}
                 {field("Batch ", "train-batch", |f| f.batch.to_string(), |f, v| f.batch = v.trim().parse().unwrap_or(0))}
                 {field(
@@ -424,13 +526,12 @@ pub fn TrainPage(backend: Signal<Option<BackendKind>>) -> impl IntoView {
 /// The classifier's confusion matrix: rows are the true classes, columns the predicted
 /// ones; each cell is shaded by its share of the row.
 #[component]
-fn ConfusionMatrix(confusion: RwSignal<Option<(usize, Vec<Vec<u32>>)>>) -> impl IntoView {
-    use patchwork_compute::idx::FASHION_MNIST_CLASSES as NAMES;
+fn ConfusionMatrix(confusion: RwSignal<Option<super::Confusion>>) -> impl IntoView {
     move || {
-        confusion.get().map(|(step, m)| {
+        confusion.get().map(|(step, m, names)| {
             let total: u32 = m.iter().flatten().sum();
             let right: u32 = (0..m.len()).map(|k| m[k][k]).sum();
-            let name = |k: usize| NAMES.get(k).copied().unwrap_or("?");
+            let name = |k: usize| names.get(k).cloned().unwrap_or_else(|| "?".into());
             view! {
                 <figure class="confusion" data-testid="train-confusion">
                     <table>

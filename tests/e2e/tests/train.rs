@@ -187,3 +187,81 @@ fn fine_tuning_the_bundled_dino_model_ends_with_a_confusion_matrix() {
     browser.execute("document.querySelector('[data-testid=train-confusion]').scrollIntoView();", json!([])).unwrap();
     browser.screenshot("train-fine-tune.png");
 }
+
+/// A 24-bit BMP (which every browser decodes) of `w`×`h` grey values.
+fn bmp(w: u32, h: u32, grey: impl Fn(u32, u32) -> u8) -> Vec<u8> {
+    let row = (3 * w).div_ceil(4) * 4;
+    let size = 54 + row * h;
+    let mut b = Vec::with_capacity(size as usize);
+    b.extend(b"BM");
+    b.extend(size.to_le_bytes());
+    b.extend([0u8; 4]);
+    b.extend(54u32.to_le_bytes());
+    b.extend(40u32.to_le_bytes());
+    b.extend((w as i32).to_le_bytes());
+    b.extend((h as i32).to_le_bytes());
+    b.extend(1u16.to_le_bytes());
+    b.extend(24u16.to_le_bytes());
+    b.extend([0u8; 24]);
+    for y in (0..h).rev() {
+        for x in 0..w {
+            let v = grey(x, y);
+            b.extend([v, v, v]);
+        }
+        b.extend(vec![0u8; (row - 3 * w) as usize]);
+    }
+    b
+}
+
+#[test]
+#[ignore = "needs a release build and chromedriver: run scripts/test"]
+fn a_picked_folder_of_class_subfolders_trains_a_classifier() {
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).parent().unwrap().join("e2e");
+    // shapes/bar/*.bmp: a vertical bar; shapes/ring/*.bmp: a ring; plus a file that is no image.
+    let root = out.join(format!("folder-{}", std::process::id())).join("shapes");
+    for class in ["bar", "ring"] {
+        std::fs::create_dir_all(root.join(class)).unwrap();
+    }
+    for i in 0..20u32 {
+        let shift = i % 5;
+        let bar = bmp(32, 32, |x, _| if (12 + shift..18 + shift).contains(&x) { 240 } else { 20 });
+        let ring = bmp(32, 32, |x, y| {
+            let (dx, dy) = (x as f32 - 16.0 - shift as f32 / 2.0, y as f32 - 16.0);
+            if (7.0..11.0).contains(&(dx * dx + dy * dy).sqrt()) {
+                240
+            } else {
+                20
+            }
+        });
+        std::fs::write(root.join(format!("bar/{i}.bmp")), bar).unwrap();
+        std::fs::write(root.join(format!("ring/{i}.bmp")), ring).unwrap();
+    }
+    std::fs::write(root.join("ring/notes.txt"), "not an image").unwrap();
+
+    let browser = Page::open(&out, "train-folder", "page=train&backend=cpu");
+    browser.wait_text("[data-testid=train-status]", Duration::from_secs(60), |t| t.contains("Not started")).unwrap();
+    set_input(&browser, "train-method", "supervised");
+    set_input(&browser, "train-data", "folder");
+    browser.upload_file("[data-testid=train-folder]", &root).unwrap();
+    let note = browser
+        .wait_text("[data-testid=train-folder-note]", Duration::from_secs(60), |t| t.contains("held out"))
+        .unwrap();
+    println!("{note}");
+    assert!(
+        note.contains("40 images") && note.contains("2 classes (bar, ring)") && note.contains("1 file(s) skipped"),
+        "{note}"
+    );
+    for (id, v) in [("train-steps", "30"), ("train-batch", "8"), ("train-eval-every", "30"), ("train-ckpt-every", "30")]
+    {
+        set_input(&browser, id, v);
+    }
+    click(&browser, "train-start");
+    wait_for(&browser, "finished", 300, |s| s.0 == "finished");
+    let caption = browser.text("[data-testid=train-confusion] figcaption").unwrap().unwrap_or_default();
+    println!("{caption}");
+    assert!(caption.contains("of 8 held-out images right"), "{caption}");
+    let header = browser.text("[data-testid=train-confusion] table").unwrap().unwrap_or_default();
+    assert!(header.contains("bar") && header.contains("ring"), "{header}");
+    browser.screenshot("train-folder.png");
+    let _ = std::fs::remove_dir_all(root.parent().unwrap());
+}
