@@ -250,7 +250,7 @@ pub fn LineChart(
                 height=(height as f64 * dpr).round() as u32
                 style=format!("width: {width}px; height: {height}px")
             ></canvas>
-            <figcaption>
+            <figcaption style=format!("max-width: {width}px")>
                 <span class="chart-title">{move || spec.with(|s| s.title.clone())}</span>
                 " "
                 <span class="chart-last">{move || spec.with(ChartSpec::last_values)}</span>
