@@ -85,6 +85,10 @@ pub struct Args {
     /// --steps; no model file is written).
     #[arg(long)]
     pub stop_at: Option<usize>,
+    /// Start from this model file's weights (a finished run of the same method and sizes)
+    /// instead of random ones, with a fresh optimiser and schedule: a second stage. MAE only.
+    #[arg(long)]
+    pub init: Option<PathBuf>,
     /// Input channels [default: 1 for fashion-mnist, 3 otherwise].
     #[arg(long)]
     pub in_chans: Option<usize>,
@@ -141,6 +145,7 @@ fn schedule_from_args(a: &Args) -> Result<Schedule> {
         seed: a.seed.unwrap_or(0),
         crop_scale: a.crop_scale,
         color_jitter: a.color_jitter,
+        init: a.init.as_ref().map(|p| p.display().to_string()),
         ..d
     })
 }
@@ -320,9 +325,13 @@ pub fn with_compute_backend<T: OnBackend>(choice: BackendChoice, task: T) -> Res
 impl OnBackend for Run {
     type Output = Result<String>;
     fn run<B: Probe>(self, be: &B) -> Result<String> {
-        let mut trainer = match &self.resume {
-            Some((file, r)) => engine::restore(be, r, file).map_err(anyhow::Error::msg)?,
-            None => self.config.trainer(be, &self.schedule),
+        let mut trainer = match (&self.resume, &self.schedule.init) {
+            (Some((file, r)), _) => engine::restore(be, r, file).map_err(anyhow::Error::msg)?,
+            (None, Some(init)) => {
+                let file = TensorFile::load(Path::new(init)).with_context(|| format!("loading --init {init}"))?;
+                self.config.trainer_from_model(be, &file).map_err(|e| anyhow!("--init {init}: {e}"))?
+            }
+            (None, None) => self.config.trainer(be, &self.schedule),
         };
         train_loop(be, trainer.as_mut(), self)
     }

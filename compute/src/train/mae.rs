@@ -26,6 +26,13 @@ impl<B: Backend> MaeTrainer<B> {
         MaeTrainer { model, grads, opt, input: None }
     }
 
+    /// The weights of a model file (same config), with a fresh optimiser.
+    pub fn from_model(be: &B, cfg: MaeConfig, file: &TensorFile) -> Result<Self, String> {
+        let model = Mae::from_file(be, cfg, file).map_err(|e| e.to_string())?;
+        let (grads, opt) = (model.params.zeros_like(be), AdamWState::new(be, &model.params));
+        Ok(MaeTrainer { model, grads, opt, input: None })
+    }
+
     /// Weights, Adam's moments and step from a checkpoint.
     pub fn from_checkpoint(be: &B, cfg: MaeConfig, file: &TensorFile) -> Result<Self, String> {
         let mut weights = file.clone();

@@ -112,6 +112,10 @@ pub struct Schedule {
     pub crop_scale: Option<(f32, f32)>,
     #[serde(default)]
     pub color_jitter: bool,
+    /// A model file whose weights the run starts from instead of `seed`'s (a second stage
+    /// of training); the seed still draws data, crops and masks.
+    #[serde(default)]
+    pub init: Option<String>,
 }
 
 impl Schedule {
@@ -136,6 +140,7 @@ impl Schedule {
             in_chans,
             crop_scale: None,
             color_jitter: false,
+            init: None,
         }
     }
 
@@ -314,6 +319,19 @@ impl RunConfig {
             RunConfig::Dino(r) => Box::new(dino::DinoTrainer::new(be, r.clone(), s.seed, s.steps, s.weight_decay)),
             RunConfig::Ibot(r) => Box::new(ibot::IbotTrainer::new(be, r.clone(), s.seed, s.steps, s.weight_decay)),
             RunConfig::Supervised(r) => Box::new(supervised::SupervisedTrainer::new(be, r.clone(), s.seed)),
+        }
+    }
+
+    /// A trainer whose weights are a model file's (a finished run of the same method and
+    /// config, `--init`), with a fresh optimiser. MAE only for now.
+    pub fn trainer_from_model<'b, B: Backend + 'b>(
+        &self,
+        be: &B,
+        model: &TensorFile,
+    ) -> Result<Box<dyn Trainer<B> + 'b>, String> {
+        match self {
+            RunConfig::Mae(c) => Ok(Box::new(mae::MaeTrainer::from_model(be, c.clone(), model)?)),
+            other => Err(format!("starting from a model file is not supported for {} yet", other.method().name())),
         }
     }
 
@@ -637,5 +655,19 @@ mod tests {
             let (a, b) = (run(&mut t, 2, &mut rng), run(&mut back, 2, &mut rng2));
             assert_eq!(a, b, "{}: the third step's loss after a restore", info.name);
         }
+    }
+
+    /// `--init`: a trainer from a model file holds that model's weights.
+    #[test]
+    fn a_trainer_from_a_model_file_starts_from_its_weights() {
+        let be = crate::Cpu;
+        let s = Schedule::defaults(Method::Mae, "test", 1, 2, 2);
+        let cfg = RunConfig::standard(Method::Mae, &micro(), 4, 2).unwrap();
+        let first = cfg.trainer(&be, &s);
+        let model = crate::block_on(model_file(&be, first.as_ref(), &s, &images(1).norm, serde_json::json!({})));
+        let second = cfg.trainer_from_model(&be, &model).unwrap();
+        assert_eq!(crate::block_on(second.weights(&be)).tensors, model.tensors);
+        let dino = RunConfig::standard(Method::Dino, &micro(), 4, 2).unwrap();
+        assert!(dino.trainer_from_model(&be, &model).is_err());
     }
 }
