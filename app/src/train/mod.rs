@@ -33,7 +33,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::browser;
 use crate::engine::{next_tick, BackendKind};
-use crate::reconstruct::{cell_size, grid, parse_model, Picture};
+use crate::reconstruct::{cell_size, grid, Picture};
 use crate::store::{self, SavedRun};
 
 /// Model sizes offered on the page; all take 28×28 grey images (Fashion-MNIST).
@@ -536,7 +536,7 @@ pub const RECON_IMAGES: usize = 4;
 /// the Reconstruct page draws it (masked input, reconstruction, with the visible patches
 /// pasted back, original).
 async fn reconstructions<B: Backend>(be: &B, model: &TensorFile, set: &ImageSet) -> Result<Picture, String> {
-    let m = parse_model(&model.to_bytes())?;
+    let m = patchwork_compute::model_file::MaeModel::from_file(model.clone()).map_err(|e| e.to_string())?;
     let mae = patchwork_compute::methods::mae::Mae::from_file(be, m.cfg.clone(), &m.file).map_err(|e| e.to_string())?;
     let mut rng = Rng::new(0);
     let mut rows = Vec::new();

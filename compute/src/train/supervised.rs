@@ -27,12 +27,14 @@ pub struct SupervisedRun {
 pub struct SupervisedTrainer<B: Backend> {
     run: SupervisedRun,
     pub sup: Supervised<B>,
+    /// The batch's images, reused across steps (labels are a few words, uploaded each step).
+    input: Option<B::Buf>,
 }
 
 impl<B: Backend> SupervisedTrainer<B> {
     pub fn new(be: &B, run: SupervisedRun, seed: u64) -> Self {
         let sup = Supervised::new(be, Vit::init(be, run.vit.clone(), seed));
-        SupervisedTrainer { run, sup }
+        SupervisedTrainer { run, sup, input: None }
     }
 
     /// A fresh head on the backbone tensors of `backbone` (timm names, as
@@ -56,7 +58,7 @@ impl<B: Backend> SupervisedTrainer<B> {
         load_into(be, &sup.opt.m, file, "opt.m.")?;
         load_into(be, &sup.opt.v, file, "opt.v.")?;
         sup.opt.step = adam_step(file)?;
-        Ok(SupervisedTrainer { run, sup })
+        Ok(SupervisedTrainer { run, sup, input: None })
     }
 }
 
@@ -83,7 +85,12 @@ impl<B: Backend> Trainer<B> for SupervisedTrainer<B> {
             let x = data.batch(indices, self.run.vit.img_size[0], rng);
             let labels: Option<Vec<u32>> = indices.iter().map(|&i| data.label(i)).collect();
             let Some(labels) = labels else { return f64::NAN };
-            let (xb, yb) = (be.upload(&x), be.upload_u32(&labels));
+            let xb = self.input.get_or_insert_with(|| be.alloc(x.len()));
+            if be.len(xb) != x.len() {
+                *xb = be.alloc(x.len());
+            }
+            be.write(xb, &x);
+            let (xb, yb) = (xb.clone(), be.upload_u32(&labels));
             let losses = self.sup.step(be, &xb, &yb, indices.len(), &hp);
             let losses = be.read(&losses).await;
             losses.iter().map(|&l| l as f64).sum::<f64>() / losses.len().max(1) as f64
