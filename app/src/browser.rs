@@ -134,3 +134,77 @@ pub fn download_png(pic: &Picture, file_name: &str) -> Result<(), String> {
     a.click();
     Ok(())
 }
+
+/// What a drop holds, taken while the drop event runs (its `DataTransfer` is emptied after):
+/// an entry per dropped item (`webkitGetAsEntry`, so folders can be walked), or the plain
+/// file where the browser gives no entry.
+pub fn dropped(dt: &web_sys::DataTransfer) -> Vec<Result<web_sys::FileSystemEntry, web_sys::File>> {
+    let items = dt.items();
+    (0..items.length())
+        .filter_map(|i| items.get(i))
+        .filter(|item| item.kind() == "file")
+        .filter_map(|item| match item.webkit_get_as_entry() {
+            Ok(Some(entry)) => Some(Ok(entry)),
+            _ => item.get_as_file().ok().flatten().map(Err),
+        })
+        .collect()
+}
+
+/// Every file of a drop with its path (`FOLDER/CLASS/IMAGE` for a dropped folder, as the
+/// folder picker's `webkitRelativePath`; the name alone for a dropped file), folders walked
+/// to any depth, sorted by path.
+pub async fn dropped_files(
+    items: Vec<Result<web_sys::FileSystemEntry, web_sys::File>>,
+) -> Result<Vec<(String, web_sys::File)>, String> {
+    let mut out = Vec::new();
+    let mut stack = Vec::new();
+    for item in items {
+        match item {
+            Ok(entry) => stack.push(entry),
+            Err(file) => out.push((file.name(), file)),
+        }
+    }
+    while let Some(entry) = stack.pop() {
+        if entry.is_directory() {
+            let reader = entry.unchecked_ref::<web_sys::FileSystemDirectoryEntry>().create_reader();
+            // `readEntries` hands out a directory in batches until one comes back empty
+            loop {
+                let batch: js_sys::Array = callback_promise(|ok, err| {
+                    reader.read_entries_with_callback_and_callback(ok, err).map_err(js_error)
+                })
+                .await?
+                .unchecked_into();
+                if batch.length() == 0 {
+                    break;
+                }
+                stack.extend(batch.iter().map(|e| e.unchecked_into::<web_sys::FileSystemEntry>()));
+            }
+        } else if entry.is_file() {
+            let file_entry = entry.unchecked_ref::<web_sys::FileSystemFileEntry>();
+            let file: web_sys::File = callback_promise(|ok, err| {
+                file_entry.file_with_callback_and_callback(ok, err);
+                Ok(())
+            })
+            .await?
+            .unchecked_into();
+            out.push((entry.full_path().trim_start_matches('/').to_string(), file));
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
+}
+
+/// A callback-style browser call as a future: `call(on_success, on_error)`.
+async fn callback_promise(
+    call: impl FnOnce(&js_sys::Function, &js_sys::Function) -> Result<(), String>,
+) -> Result<JsValue, String> {
+    let mut outcome = Ok(());
+    let mut call = Some(call);
+    let promise = js_sys::Promise::new(&mut |resolve, reject| {
+        if let Some(call) = call.take() {
+            outcome = call(&resolve, &reject);
+        }
+    });
+    outcome?;
+    JsFuture::from(promise).await.map_err(js_error)
+}

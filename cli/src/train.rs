@@ -85,8 +85,10 @@ pub struct Args {
     /// --steps; no model file is written).
     #[arg(long)]
     pub stop_at: Option<usize>,
-    /// Start from this model file's weights (a finished run of the same method and sizes)
-    /// instead of random ones, with a fresh optimiser and schedule: a second stage. MAE only.
+    /// Start from this model file's weights instead of random ones, with a fresh optimiser
+    /// and schedule: for MAE a finished MAE of the same sizes (a second stage); for DINO and
+    /// iBOT any model holding the same backbone (a DINO/iBOT teacher or an MAE's encoder),
+    /// with fresh heads.
     #[arg(long)]
     pub init: Option<PathBuf>,
     /// Input channels [default: 1 for fashion-mnist, 3 otherwise].
@@ -329,7 +331,7 @@ impl OnBackend for Run {
             (Some((file, r)), _) => engine::restore(be, r, file).map_err(anyhow::Error::msg)?,
             (None, Some(init)) => {
                 let file = TensorFile::load(Path::new(init)).with_context(|| format!("loading --init {init}"))?;
-                self.config.trainer_from_model(be, &file).map_err(|e| anyhow!("--init {init}: {e}"))?
+                self.config.trainer_from_model(be, &file, &self.schedule).map_err(|e| anyhow!("--init {init}: {e}"))?
             }
             (None, None) => self.config.trainer(be, &self.schedule),
         };

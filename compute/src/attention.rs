@@ -13,6 +13,7 @@ use crate::backbone::{AttentionMap, Backbone};
 use crate::backend::Backend;
 use crate::methods::mae::{sincos_pos_embed, MaeConfig};
 use crate::model_file::{default_heads, Normalize};
+use crate::train::{Method, RunConfig};
 use crate::vit::{Vit, VitConfig};
 use crate::weights::{Tensor, TensorFile};
 
@@ -157,15 +158,30 @@ pub fn vit_from_file(file: TensorFile, heads: Option<usize>) -> Result<(VitModel
         )),
         _ => Ok(()),
     };
-    let (cfg, source) = if let Some(s) = meta("vit_config") {
-        let cfg = VitConfig::from_json(&s).map_err(|e| format!("reading the model's `vit_config` metadata: {e}"))?;
+    // A DINO/iBOT/supervised training checkpoint (`MODEL.ckpt.safetensors`) keeps its run's
+    // `config` instead: its backbone (the teacher, for DINO and iBOT) is at the top level.
+    let run_backbone = match (meta("vit_config"), meta("method").and_then(|m| Method::parse(&m)), meta("config")) {
+        (None, Some(method), Some(config)) if method != Method::Mae => {
+            Some(RunConfig::from_json(method, &config)?.backbone().expect("not an MAE"))
+        }
+        _ => None,
+    };
+    let (cfg, source) = if meta("vit_config").is_some() || run_backbone.is_some() {
+        let cfg = match (meta("vit_config"), run_backbone) {
+            (Some(s), _) => {
+                VitConfig::from_json(&s).map_err(|e| format!("reading the model's `vit_config` metadata: {e}"))?
+            }
+            (None, cfg) => cfg.expect("a run's backbone"),
+        };
         check_heads(&cfg)?;
         // The config is the model; what else the file holds (method heads, optimiser
         // moments, iBOT's `masked_embed`) cannot change the encoder's attention.
         let names: Vec<String> = cfg.param_shapes().into_iter().map(|(n, _)| n).collect();
         ignored.extend(file.tensors.keys().filter(|k| !names.contains(k)).cloned());
         file.tensors.retain(|k, _| names.contains(k));
-        (cfg, "vit_config metadata".to_string())
+        let source =
+            if meta("vit_config").is_some() { "vit_config metadata" } else { "a training checkpoint's config" };
+        (cfg, source.to_string())
     } else if let Some(method) = meta("method") {
         if method != "mae" {
             return Err(format!("a {method} model without `vit_config` metadata: cannot tell its ViT"));

@@ -71,23 +71,20 @@ pub fn TrainPage(backend: Signal<Option<BackendKind>>) -> impl IntoView {
     // A folder the user picked: its name, its data, and how many files were not images.
     let folder: RwSignal<Option<(String, Rc<TrainData>, usize)>, LocalStorage> = RwSignal::new_local(None);
     let folder_note = RwSignal::new(String::new());
-    let on_folder = move |ev: leptos::ev::Event| {
-        let input: web_sys::HtmlInputElement = event_target(&ev);
-        let Some(list) = input.files() else { return };
-        let files: Vec<web_sys::File> = (0..list.length()).filter_map(|i| list.get(i)).collect();
+    // Files with their paths `ROOT/CLASS/IMAGE` (from the folder picker or a drop) → the
+    // run's data, or a note saying why not.
+    let load_folder = move |files: Vec<(String, web_sys::File)>| {
         spawn_local(async move {
             let root = files
                 .first()
-                .map(|f| relative_path(f).split('/').next().unwrap_or_default().to_string())
+                .filter(|(p, _)| p.contains('/'))
+                .map(|(p, _)| p.split('/').next().unwrap_or_default().to_string())
                 .filter(|r| !r.is_empty())
                 .unwrap_or_else(|| "picked files".into());
             let (mut pictures, mut skipped) = (Vec::new(), 0usize);
-            for (i, f) in files.iter().enumerate() {
+            for (i, (path, f)) in files.iter().enumerate() {
                 folder_note.set(format!("reading “{root}”: {} of {} files…", i + 1, files.len()));
-                let path = match relative_path(f) {
-                    p if p.is_empty() => format!("{root}/{}", f.name()),
-                    p => p,
-                };
+                let path = if path.contains('/') { path.clone() } else { format!("{root}/{}", f.name()) };
                 match crate::browser::decode_image(f, &f.name()).await {
                     Ok(pic) => pictures.push((path, pic)),
                     Err(_) => skipped += 1,
@@ -113,6 +110,11 @@ pub fn TrainPage(backend: Signal<Option<BackendKind>>) -> impl IntoView {
                 Err(e) => folder_note.set(format!("“{root}”: {e}")),
             }
         });
+    };
+    let on_folder = move |ev: leptos::ev::Event| {
+        let input: web_sys::HtmlInputElement = event_target(&ev);
+        let Some(list) = input.files() else { return };
+        load_folder((0..list.length()).filter_map(|i| list.get(i)).map(|f| (relative_path(&f), f)).collect());
     };
     // The last saved run, offered for resuming after a reload.
     let saved = RwSignal::new(None::<(RunSummary, Option<TrainForm>)>);
@@ -245,6 +247,27 @@ pub fn TrainPage(backend: Signal<Option<BackendKind>>) -> impl IntoView {
     };
 
     let active = Memo::new(move |_| sig.status.with(Status::active));
+    // A folder (or several, or loose images) dropped on the data panel.
+    let on_drop = move |ev: leptos::ev::DragEvent| {
+        ev.prevent_default();
+        let Some(dt) = ev.data_transfer() else { return };
+        if active.get_untracked() {
+            folder_note.set("a run is active: stop it before changing its data".into());
+            return;
+        }
+        let items = crate::browser::dropped(&dt);
+        // one dropped folder is the root (`ROOT/CLASS/IMAGE`); several folders are classes
+        let one_folder = items.len() == 1 && items[0].as_ref().is_ok_and(|e| e.is_directory());
+        sig.form.update(|f| f.data = DataChoice::Folder(String::new()));
+        spawn_local(async move {
+            match crate::browser::dropped_files(items).await {
+                Ok(files) if files.is_empty() => folder_note.set("the drop held no files".into()),
+                Ok(files) if one_folder => load_folder(files),
+                Ok(files) => load_folder(files.into_iter().map(|(p, f)| (format!("dropped items/{p}"), f)).collect()),
+                Err(e) => folder_note.set(format!("could not read the drop: {e}")),
+            }
+        });
+    };
     let loss_chart =
         Signal::derive(move || sig.curves.with(|c| chart("Loss", "loss", vec![series("loss", ACCENT, &c.loss)], None)));
     let lr_chart =
@@ -291,7 +314,7 @@ pub fn TrainPage(backend: Signal<Option<BackendKind>>) -> impl IntoView {
         <section class="panel train" data-testid="page-train">
             <h2>"Train"</h2>
             <p class="note">
-                "Train a ViT in this tab, on the bundled Fashion-MNIST subset (2 000 training, 1 000 held-out test images) or on a folder of your own images (one subfolder per class; nothing leaves your machine). "
+                "Train a ViT in this tab, on the bundled Fashion-MNIST subset (2 000 training, 1 000 held-out test images) or on a folder of your own images (one subfolder per class; pick it or drop it on the settings; nothing leaves your machine). "
                 "Every few steps the backbone's [CLS] features are scored on the held-out images with DINO's weighted kNN (k = 20, T = 0.07) and a linear probe. "
                 "Checkpoints go to this browser's storage: reload the page and the run can be resumed with its curves."
             </p>
@@ -319,7 +342,12 @@ pub fn TrainPage(backend: Signal<Option<BackendKind>>) -> impl IntoView {
                     <button data-testid="discard-button" on:click=discard>"Discard"</button>
                 </div>
             </Show>
-            <div class="train-form">
+            <div
+                class="train-form"
+                data-testid="train-form"
+                on:dragover=|ev: leptos::ev::DragEvent| ev.prevent_default()
+                on:drop=on_drop
+            >
                 <label class="setting">
                     "Method "
                     <select
@@ -429,6 +457,7 @@ pub fn TrainPage(backend: Signal<Option<BackendKind>>) -> impl IntoView {
                             prop:disabled=move || active.get()
                             on:change=on_folder
                         />
+                        " or drop the folder on this panel"
                     </label>
                     <span class="note" data-testid="train-folder-note">{move || folder_note.get()}</span>
                 </Show>

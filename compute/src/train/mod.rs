@@ -21,7 +21,7 @@ use crate::augment::{Augmentation, Image};
 use crate::model_file::Normalize;
 use crate::optim::StepConfig;
 use crate::rng::Rng;
-use crate::{Backend, Params, Tensor, TensorFile};
+use crate::{Backend, Params, Tensor, TensorFile, Vit};
 
 pub mod dino;
 pub mod ibot;
@@ -322,16 +322,40 @@ impl RunConfig {
         }
     }
 
-    /// A trainer whose weights are a model file's (a finished run of the same method and
-    /// config, `--init`), with a fresh optimiser. MAE only for now.
+    /// A trainer whose weights start from a model file's (`--init`), with a fresh optimiser
+    /// and schedule: for MAE a finished MAE of the same config; for DINO and iBOT any file
+    /// holding this backbone under timm's names (a DINO/iBOT teacher, or an MAE's encoder),
+    /// loaded into student and teacher, with fresh heads (from the schedule's seed) and centres.
     pub fn trainer_from_model<'b, B: Backend + 'b>(
         &self,
         be: &B,
         model: &TensorFile,
+        s: &Schedule,
     ) -> Result<Box<dyn Trainer<B> + 'b>, String> {
         match self {
             RunConfig::Mae(c) => Ok(Box::new(mae::MaeTrainer::from_model(be, c.clone(), model)?)),
+            RunConfig::Dino(r) => {
+                let t = dino::DinoTrainer::new(be, r.clone(), s.seed, s.steps, s.weight_decay);
+                init_backbone(be, &r.model.vit, model, [&t.dino.student.params, &t.dino.teacher.params])?;
+                Ok(Box::new(t))
+            }
+            RunConfig::Ibot(r) => {
+                let t = ibot::IbotTrainer::new(be, r.clone(), s.seed, s.steps, s.weight_decay);
+                init_backbone(be, &r.model.vit, model, [&t.ibot.student.params, &t.ibot.teacher.params])?;
+                Ok(Box::new(t))
+            }
             other => Err(format!("starting from a model file is not supported for {} yet", other.method().name())),
+        }
+    }
+
+    /// The ViT a DINO/iBOT teacher or a classifier is (not MAE's, whose encoder has no
+    /// `VitConfig` of its own).
+    pub fn backbone(&self) -> Option<crate::VitConfig> {
+        match self {
+            RunConfig::Mae(_) => None,
+            RunConfig::Dino(r) => Some(r.model.vit.clone()),
+            RunConfig::Ibot(r) => Some(r.model.vit.clone()),
+            RunConfig::Supervised(r) => Some(r.vit.clone()),
         }
     }
 
@@ -558,6 +582,27 @@ pub fn load_into<B: Backend>(be: &B, p: &Params<B>, file: &TensorFile, prefix: &
     Ok(())
 }
 
+/// Write the backbone `vit` of `file` (checked against its shapes) into each of `into`;
+/// parameters a backbone does not have (iBOT's `masked_embed`) keep their values.
+pub fn init_backbone<B: Backend>(
+    be: &B,
+    vit: &crate::VitConfig,
+    file: &TensorFile,
+    into: [&Params<B>; 2],
+) -> Result<(), String> {
+    // an MAE's decoder and mask token, or a classifier's head, are not the backbone's
+    let names: Vec<String> = vit.param_shapes().into_iter().map(|(n, _)| n).collect();
+    let mut backbone = file.clone();
+    backbone.tensors.retain(|k, _| names.contains(k));
+    let loaded = Vit::from_file(be, vit.clone(), &backbone).map_err(|e| format!("not this run's backbone: {e}"))?;
+    for p in into {
+        for t in p.list.iter().filter(|t| loaded.params.try_get(&t.name).is_some()) {
+            be.write(&t.buf, tensor_f32(file, &t.name)?);
+        }
+    }
+    Ok(())
+}
+
 /// The tensors of `file` under `prefix`, with the prefix removed.
 pub fn part(file: &TensorFile, prefix: &str) -> TensorFile {
     let mut t = TensorFile::default();
@@ -657,6 +702,27 @@ mod tests {
         }
     }
 
+    /// `patchwork attention` and `eval` read a run's checkpoint as its backbone (the teacher
+    /// for DINO and iBOT), like the finished model file.
+    #[test]
+    fn a_checkpoint_reads_as_its_backbone() {
+        let be = crate::Cpu;
+        for method in [Method::Dino, Method::Ibot, Method::Supervised] {
+            let s = Schedule::defaults(method, "test", 1, 2, 2);
+            let cfg = RunConfig::standard(method, &micro(), 4, 2).unwrap();
+            let t = cfg.trainer(&be, &s);
+            let ckpt = crate::block_on(checkpoint_file(&be, t.as_ref(), &s, &images(1).norm, 0, &Rng::new(0), 0.0));
+            let model = crate::block_on(model_file(&be, t.as_ref(), &s, &images(1).norm, serde_json::json!({})));
+            let (from_ckpt, weights) = crate::attention::vit_from_file(ckpt, None).unwrap();
+            let (from_model, _) = crate::attention::vit_from_file(model.clone(), None).unwrap();
+            assert_eq!(from_ckpt.cfg, from_model.cfg, "{method:?}");
+            assert_eq!(Some(from_ckpt.cfg.clone()), cfg.backbone(), "{method:?}");
+            for (name, _) in from_ckpt.cfg.param_shapes() {
+                assert_eq!(weights.tensors[&name], model.tensors[&name], "{method:?} {name}");
+            }
+        }
+    }
+
     /// `--init`: a trainer from a model file holds that model's weights.
     #[test]
     fn a_trainer_from_a_model_file_starts_from_its_weights() {
@@ -665,9 +731,31 @@ mod tests {
         let cfg = RunConfig::standard(Method::Mae, &micro(), 4, 2).unwrap();
         let first = cfg.trainer(&be, &s);
         let model = crate::block_on(model_file(&be, first.as_ref(), &s, &images(1).norm, serde_json::json!({})));
-        let second = cfg.trainer_from_model(&be, &model).unwrap();
+        let second = cfg.trainer_from_model(&be, &model, &s).unwrap();
         assert_eq!(crate::block_on(second.weights(&be)).tensors, model.tensors);
-        let dino = RunConfig::standard(Method::Dino, &micro(), 4, 2).unwrap();
-        assert!(dino.trainer_from_model(&be, &model).is_err());
+        // DINO and iBOT take the MAE's encoder as their backbone; the MAE's decoder is left out
+        let encoder: Vec<_> =
+            model.tensors.keys().filter(|k| !k.starts_with("decoder") && *k != "mask_token").collect();
+        for method in [Method::Dino, Method::Ibot] {
+            let cfg = RunConfig::standard(method, &micro(), 4, 2).unwrap();
+            let s = Schedule::defaults(method, "test", 1, 2, 2);
+            let t = cfg.trainer_from_model(&be, &model, &s).unwrap();
+            let teacher = crate::block_on(t.weights(&be));
+            assert_eq!(teacher.tensors.keys().collect::<Vec<_>>(), encoder, "{method:?}");
+            for k in &encoder {
+                assert_eq!(teacher.tensors[*k], model.tensors[*k], "{method:?} {k}");
+            }
+            // and it trains from there
+            let data = images(4);
+            let idx = [0, 1];
+            let mut rng = Rng::new(0);
+            let mut t = t;
+            assert!(crate::block_on(t.step(&be, &data, &idx, 0, &mut rng, s.step_config(1e-3))).is_finite());
+        }
+        // a backbone of other sizes is refused by name
+        let wide = Sizes { embed_dim: micro().embed_dim * 2, ..micro() };
+        let dino = RunConfig::standard(Method::Dino, &wide, 4, 2).unwrap();
+        let err = dino.trainer_from_model(&be, &model, &s).err().unwrap();
+        assert!(err.contains("not this run's backbone"), "{err}");
     }
 }

@@ -103,6 +103,36 @@ impl Browser {
             .map(drop)
     }
 
+    /// Drop the files or folders at `paths` on the element matching `selector`, as a user
+    /// dragging them from the file manager would: Chromium's own drag events with real paths
+    /// (DevTools `Input.dispatchDragEvent` through chromedriver), so a dropped folder arrives
+    /// as a directory entry the page walks.
+    pub fn drop_paths(&self, selector: &str, paths: &[&Path]) -> Result<()> {
+        let at = self.execute(
+            "const e = document.querySelector(arguments[0]); if (!e) return null; e.scrollIntoView(); \
+             const r = e.getBoundingClientRect(); return [r.left + r.width / 2, r.top + r.height / 2];",
+            json!([selector]),
+        )?;
+        let (x, y) = match (at[0].as_f64(), at[1].as_f64()) {
+            (Some(x), Some(y)) => (x, y),
+            _ => return Err(format!("no element {selector} to drop on")),
+        };
+        let files = paths
+            .iter()
+            .map(|p| p.canonicalize().map(|p| p.display().to_string()).map_err(|e| format!("{}: {e}", p.display())))
+            .collect::<Result<Vec<_>>>()?;
+        let data = json!({ "items": [], "files": files, "dragOperationsMask": 1 });
+        for kind in ["dragEnter", "dragOver", "drop"] {
+            let params = json!({ "type": kind, "x": x, "y": y, "data": data });
+            self.session_call(
+                "POST",
+                "goog/cdp/execute",
+                Some(json!({ "cmd": "Input.dispatchDragEvent", "params": params })),
+            )?;
+        }
+        Ok(())
+    }
+
     pub fn screenshot(&self, path: &Path) -> Result<()> {
         let v = self.session_call("GET", "screenshot", None)?;
         let png = base64::engine::general_purpose::STANDARD

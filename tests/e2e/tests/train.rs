@@ -213,12 +213,10 @@ fn bmp(w: u32, h: u32, grey: impl Fn(u32, u32) -> u8) -> Vec<u8> {
     b
 }
 
-#[test]
-#[ignore = "needs a release build and chromedriver: run scripts/test"]
-fn a_picked_folder_of_class_subfolders_trains_a_classifier() {
-    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).parent().unwrap().join("e2e");
-    // shapes/bar/*.bmp: a vertical bar; shapes/ring/*.bmp: a ring; plus a file that is no image.
-    let root = out.join(format!("folder-{}", std::process::id())).join("shapes");
+/// `OUT/folder-PID-TAG/shapes/bar/*.bmp` (a vertical bar) and `shapes/ring/*.bmp` (a ring),
+/// 20 each, plus a file that is no image: the `shapes` folder.
+fn shapes_folder(out: &Path, tag: &str) -> std::path::PathBuf {
+    let root = out.join(format!("folder-{}-{tag}", std::process::id())).join("shapes");
     for class in ["bar", "ring"] {
         std::fs::create_dir_all(root.join(class)).unwrap();
     }
@@ -237,7 +235,14 @@ fn a_picked_folder_of_class_subfolders_trains_a_classifier() {
         std::fs::write(root.join(format!("ring/{i}.bmp")), ring).unwrap();
     }
     std::fs::write(root.join("ring/notes.txt"), "not an image").unwrap();
+    root
+}
 
+#[test]
+#[ignore = "needs a release build and chromedriver: run scripts/test"]
+fn a_picked_folder_of_class_subfolders_trains_a_classifier() {
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).parent().unwrap().join("e2e");
+    let root = shapes_folder(&out, "picked");
     let browser = Page::open(&out, "train-folder", "page=train&backend=cpu");
     browser.wait_text("[data-testid=train-status]", Duration::from_secs(60), |t| t.contains("Not started")).unwrap();
     set_input(&browser, "train-method", "supervised");
@@ -263,5 +268,33 @@ fn a_picked_folder_of_class_subfolders_trains_a_classifier() {
     let header = browser.text("[data-testid=train-confusion] table").unwrap().unwrap_or_default();
     assert!(header.contains("bar") && header.contains("ring"), "{header}");
     browser.screenshot("train-folder.png");
+    let _ = std::fs::remove_dir_all(root.parent().unwrap());
+}
+
+#[test]
+#[ignore = "needs a release build and chromedriver: run scripts/test"]
+fn a_folder_dropped_on_the_settings_is_read_like_a_picked_one() {
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).parent().unwrap().join("e2e");
+    let root = shapes_folder(&out, "dropped");
+    let browser = Page::open(&out, "train-drop", "page=train&backend=cpu");
+    browser.wait_text("[data-testid=train-status]", Duration::from_secs(60), |t| t.contains("Not started")).unwrap();
+    // the whole folder: its subfolders are the classes
+    browser.drop_paths("[data-testid=train-form]", &[&root]).unwrap();
+    let note = browser
+        .wait_text("[data-testid=train-folder-note]", Duration::from_secs(60), |t| t.contains("held out"))
+        .unwrap();
+    println!("{note}");
+    assert!(note.starts_with("“shapes”: 40 images"), "{note}");
+    assert!(note.contains("2 classes (bar, ring)") && note.contains("1 file(s) skipped"), "{note}");
+    let data = browser.execute("return document.querySelector('[data-testid=train-data]').value;", json!([])).unwrap();
+    assert_eq!(data, json!("folder"));
+    // two class folders dropped together: still two classes
+    browser.drop_paths("[data-testid=train-form]", &[&root.join("bar"), &root.join("ring")]).unwrap();
+    let note = browser
+        .wait_text("[data-testid=train-folder-note]", Duration::from_secs(60), |t| t.starts_with("“dropped items”"))
+        .unwrap();
+    println!("{note}");
+    assert!(note.contains("40 images") && note.contains("2 classes (bar, ring)"), "{note}");
+    browser.screenshot("train-drop.png");
     let _ = std::fs::remove_dir_all(root.parent().unwrap());
 }
