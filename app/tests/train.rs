@@ -23,7 +23,7 @@ wasm_bindgen_test_configure!(run_in_browser);
 fn random_set(n: usize, seed: u64) -> ImageSet {
     let mut rng = Rng::new(seed);
     let images = (0..n).map(|_| Image::new(28, 28, 1, (0..28 * 28).map(|_| rng.uniform()).collect())).collect();
-    ImageSet { images, labels: Some((0..n as u32).map(|i| i % 10).collect()), norm: fashion_norm() }
+    ImageSet { images, labels: Some((0..n as u32).map(|i| i % 10).collect()), norm: fashion_norm(), crops: None }
 }
 
 fn ten() -> Vec<String> {

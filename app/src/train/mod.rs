@@ -59,12 +59,11 @@ impl Preset {
         }
     }
 
-    pub fn label(self) -> &'static str {
-        match self {
-            Preset::Micro => "micro (ViT 32×1, patch 7)",
-            Preset::Tiny => "tiny (ViT 64×2, patch 4)",
-            Preset::Small => "small (ViT 128×4, patch 4)",
-        }
+    /// E.g. "tiny (ViT 64×2, patch 4)"; on the photos also the input side.
+    pub fn label_for(self, data: &DataChoice) -> String {
+        let s = TrainForm { preset: self, data: data.clone(), ..TrainForm::default() }.sizes();
+        let input = if *data == DataChoice::Photos { format!("{} px colour, ", s.img_size) } else { String::new() };
+        format!("{} (ViT {}×{}, {input}patch {})", self.slug(), s.embed_dim, s.depth, s.patch_size)
     }
 
     pub fn parse(s: &str) -> Option<Preset> {
@@ -97,6 +96,18 @@ impl Preset {
     }
 }
 
+impl Preset {
+    /// The preset's sizes for the bundled photos: colour, 32 px (micro, tiny) or 64 px (small).
+    pub fn photo_sizes(self) -> Sizes {
+        let (img_size, patch_size, local_size) = match self {
+            Preset::Micro => (32, 8, 16),
+            Preset::Tiny => (32, 4, 16),
+            Preset::Small => (64, 8, 32),
+        };
+        Sizes { img_size, patch_size, in_chans: 3, local_size, ..self.sizes() }
+    }
+}
+
 /// What the form sets; saved with every checkpoint.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrainForm {
@@ -118,6 +129,16 @@ pub struct TrainForm {
     pub fine_tune_from: Option<String>,
     #[serde(default)]
     pub data: DataChoice,
+}
+
+impl TrainForm {
+    /// The model sizes of the form's preset for its data (28×28 grey, or colour photos).
+    pub fn sizes(&self) -> Sizes {
+        match self.data {
+            DataChoice::Photos => self.preset.photo_sizes(),
+            _ => self.preset.sizes(),
+        }
+    }
 }
 
 impl Default for TrainForm {
@@ -305,6 +326,8 @@ pub enum DataChoice {
     Fashion,
     /// A folder the user picked (its name), `CLASS/IMAGE` inside for labels.
     Folder(String),
+    /// The bundled photos (`assets/photos`, unlabelled), in colour, as random crops.
+    Photos,
 }
 
 impl DataChoice {
@@ -312,6 +335,7 @@ impl DataChoice {
         match self {
             DataChoice::Fashion => "Fashion-MNIST (bundled subset)".into(),
             DataChoice::Folder(name) => format!("your folder “{name}”"),
+            DataChoice::Photos => "the bundled photos".into(),
         }
     }
 }
@@ -322,7 +346,15 @@ pub const SIDE: usize = 28;
 /// A picture as the presets take it: composited over white, centre square, resized to
 /// 28×28, grey (ITU-R 601 luma, as the `image` crate converts).
 pub fn to_grey_28(pic: &Picture) -> Image {
-    use image::{imageops::FilterType, DynamicImage, RgbaImage};
+    let img = over_white(pic);
+    let side = pic.width.min(pic.height);
+    let square = img.crop_imm((pic.width - side) / 2, (pic.height - side) / 2, side, side);
+    let grey = square.resize_exact(SIDE as u32, SIDE as u32, image::imageops::FilterType::Triangle).to_luma8();
+    Image::from_u8(SIDE, SIDE, 1, grey.as_raw())
+}
+
+/// `pic` with its alpha laid over white (as the model sees transparent pixels).
+fn over_white(pic: &Picture) -> image::DynamicImage {
     let mut rgba = pic.rgba.clone();
     for px in rgba.chunks_mut(4) {
         let a = px[3] as f32 / 255.0;
@@ -331,11 +363,7 @@ pub fn to_grey_28(pic: &Picture) -> Image {
         }
         px[3] = 255;
     }
-    let img = DynamicImage::ImageRgba8(RgbaImage::from_raw(pic.width, pic.height, rgba).expect("RGBA size"));
-    let side = pic.width.min(pic.height);
-    let square = img.crop_imm((pic.width - side) / 2, (pic.height - side) / 2, side, side);
-    let grey = square.resize_exact(SIDE as u32, SIDE as u32, FilterType::Triangle).to_luma8();
-    Image::from_u8(SIDE, SIDE, 1, grey.as_raw())
+    image::DynamicImage::ImageRgba8(image::RgbaImage::from_raw(pic.width, pic.height, rgba).expect("RGBA size"))
 }
 
 /// A picked folder as training data: `(relative path, picture)` per decoded image. A path
@@ -378,6 +406,7 @@ pub fn folder_data(files: Vec<(String, Picture)>) -> Result<TrainData, String> {
                 .collect()
         }),
         norm: norm.clone(),
+        crops: None,
     };
     Ok(TrainData { test: split(&order[..n_test]), train: split(&order[n_test..]), classes })
 }
@@ -404,13 +433,56 @@ pub fn split_from_gz(images: &[u8], labels: &[u8], what: &str) -> Result<ImageSe
         return Err(format!("{what}: {n} images but {} labels", labels.len()));
     }
     let images = pixels.chunks(rows * cols).map(|p| Image::from_u8(cols, rows, 1, p)).collect();
-    Ok(ImageSet { images, labels: Some(labels), norm: fashion_norm() })
+    Ok(ImageSet { images, labels: Some(labels), norm: fashion_norm(), crops: None })
 }
 
 async fn fetch_split(split: &str) -> Result<ImageSet, String> {
     let images = browser::fetch_bytes(&format!("fashion-mnist/{split}-images-idx3-ubyte.gz")).await?;
     let labels = browser::fetch_bytes(&format!("fashion-mnist/{split}-labels-idx1-ubyte.gz")).await?;
     split_from_gz(&images, &labels, split)
+}
+
+/// The bundled photos (`photos.txt` lists `train/…` and `heldout/…`), as `patchwork train
+/// --data photos` uses them: colour, shrunk to 128 px on the shorter side, a random resized
+/// crop (scale 0.2–1) and flip per training view, ImageNet statistics. The held-out photos
+/// are the MAE reconstructions' images. Unlabelled: no held-out scores.
+pub async fn load_photos() -> Result<TrainData, String> {
+    let list = browser::fetch_text("photos.txt").await?;
+    let (mut train, mut test) = (Vec::new(), Vec::new());
+    for path in list.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        let blob = browser::fetch_blob(&format!("photos/{path}")).await?;
+        let pic = browser::decode_image(&blob, path).await?;
+        let img = shrink_rgb(&pic, PHOTO_SHORT_SIDE);
+        if path.starts_with("heldout/") {
+            test.push(img);
+        } else {
+            train.push(img);
+        }
+    }
+    if train.is_empty() {
+        return Err("photos.txt lists no training photos".into());
+    }
+    let norm = Normalize::imagenet(3);
+    let crops = Some(patchwork_compute::augment::Augmentation::mae(0));
+    Ok(TrainData {
+        train: ImageSet { images: train, labels: None, norm: norm.clone(), crops },
+        test: ImageSet { images: test, labels: None, norm, crops: None },
+        classes: Vec::new(),
+    })
+}
+
+/// Photos are kept at this many pixels on their shorter side (twice the largest preset's
+/// input, as the CLI keeps them).
+pub const PHOTO_SHORT_SIDE: usize = 128;
+
+/// `pic` (alpha over white) as an RGB [`Image`] in [0, 1], shrunk so its shorter side is
+/// at most `side`.
+pub fn shrink_rgb(pic: &Picture, side: usize) -> Image {
+    let img = over_white(pic);
+    let f = (pic.width.min(pic.height) as f64 / side as f64).max(1.0);
+    let (w, h) = (((pic.width as f64 / f).round() as u32).max(1), ((pic.height as f64 / f).round() as u32).max(1));
+    let rgb = img.resize_exact(w, h, image::imageops::FilterType::Triangle).to_rgb8();
+    Image::from_u8(w as usize, h as usize, 3, rgb.as_raw())
 }
 
 /// The bundled subset, fetched from the app's `fashion-mnist/` folder.
@@ -490,7 +562,7 @@ pub async fn classify<B: Backend>(
     let classes = cfg.num_classes;
     let vit = Vit::from_file(be, cfg, &model).map_err(|e| e.to_string())?;
     let labels = set.labels.as_ref().ok_or("the held-out images have no labels")?;
-    let (n, size, norm) = (n.min(set.images.len()), vit.cfg.img_size[0], fashion_norm());
+    let (n, size, norm) = (n.min(set.images.len()), vit.cfg.img_size[0], set.norm.clone());
     let mut confusion = vec![vec![0u32; classes]; classes];
     for (c, chunk) in set.images[..n].chunks(100).enumerate() {
         let mut x = Vec::new();
@@ -592,7 +664,7 @@ async fn drive<B: Backend>(
     command: RwSignal<Command>,
     sig: RunSignals,
 ) -> Result<(), String> {
-    let norm = fashion_norm();
+    let norm = data.train.norm.clone();
     let (mut trainer, s, start, mut rng, id): (Box<dyn Trainer<B> + '_>, Schedule, usize, Rng, String) = match &resume {
         Some(saved) => {
             sig.status.set(Status::Working(format!("restoring the checkpoint at step {}…", saved.step)));
@@ -618,7 +690,7 @@ async fn drive<B: Backend>(
                     Box::new(SupervisedTrainer::fine_tune(be, run, &backbone, s.seed)?)
                 }
                 _ => {
-                    let sizes = Sizes { classes: data.classes.len(), ..form.preset.sizes() };
+                    let sizes = Sizes { classes: data.classes.len(), ..form.sizes() };
                     RunConfig::standard(form.method, &sizes, data.train.images.len(), s.batch)?.trainer(be, &s)
                 }
             };

@@ -9,7 +9,9 @@ use leptos::task::spawn_local;
 use patchwork_compute::train::{Method, METHODS};
 
 use super::TrainForm;
-use super::{describe, export_model, load_fashion, Command, DataChoice, Preset, RunSignals, Status, TrainData};
+use super::{
+    describe, export_model, load_fashion, load_photos, Command, DataChoice, Preset, RunSignals, Status, TrainData,
+};
 use crate::chart::{ChartSpec, LineChart, Series};
 use crate::engine::BackendKind;
 use crate::reconstruct::page::PixelCanvas;
@@ -68,6 +70,7 @@ pub fn TrainPage(backend: Signal<Option<BackendKind>>) -> impl IntoView {
     });
     let command = RwSignal::new(Command::Run);
     let data: RwSignal<Option<Rc<TrainData>>, LocalStorage> = RwSignal::new_local(None);
+    let photo_data: RwSignal<Option<Rc<TrainData>>, LocalStorage> = RwSignal::new_local(None);
     // A folder the user picked: its name, its data, and how many files were not images.
     let folder: RwSignal<Option<(String, Rc<TrainData>, usize)>, LocalStorage> = RwSignal::new_local(None);
     let folder_note = RwSignal::new(String::new());
@@ -175,23 +178,28 @@ pub fn TrainPage(backend: Signal<Option<BackendKind>>) -> impl IntoView {
                         return;
                     }
                 },
-                DataChoice::Fashion => match data.get_untracked() {
-                    Some(d) => d,
-                    None => {
-                        sig.status.set(Status::Working("loading Fashion-MNIST (bundled subset)…".into()));
-                        match load_fashion().await {
-                            Ok(d) => {
-                                let d = Rc::new(d);
-                                data.set(Some(d.clone()));
-                                d
-                            }
-                            Err(e) => {
-                                sig.status.set(Status::Failed(format!("could not load the data: {e}")));
-                                return;
+                choice => {
+                    let photos = choice == DataChoice::Photos;
+                    let cache = if photos { photo_data } else { data };
+                    match cache.get_untracked() {
+                        Some(d) => d,
+                        None => {
+                            sig.status.set(Status::Working(format!("loading {}…", choice.label())));
+                            let loaded = if photos { load_photos().await } else { load_fashion().await };
+                            match loaded {
+                                Ok(d) => {
+                                    let d = Rc::new(d);
+                                    cache.set(Some(d.clone()));
+                                    d
+                                }
+                                Err(e) => {
+                                    sig.status.set(Status::Failed(format!("could not load the data: {e}")));
+                                    return;
+                                }
                             }
                         }
                     }
-                },
+                }
             };
             let form = sig.form.get_untracked();
             super::run(kind, form, resume, d, command, sig).await;
@@ -277,8 +285,13 @@ pub fn TrainPage(backend: Signal<Option<BackendKind>>) -> impl IntoView {
     });
     let acc_chart = Signal::derive(move || {
         sig.curves.with(|c| {
+            let unlabelled = sig.form.with(|f| f.data == DataChoice::Photos);
             chart(
-                "Held-out accuracy (top-1, %)",
+                if unlabelled {
+                    "Held-out accuracy: none (the photos have no labels)"
+                } else {
+                    "Held-out accuracy (top-1, %)"
+                },
                 "%",
                 {
                     let mut s = vec![series("kNN", GREEN, &c.knn), series("linear probe", ACCENT, &c.linear)];
@@ -382,7 +395,7 @@ pub fn TrainPage(backend: Signal<Option<BackendKind>>) -> impl IntoView {
                             .map(|p| {
                                 view! {
                                     <option value=p.slug() selected=move || sig.form.with(|f| f.preset == p)>
-                                        {p.label()}
+                                        {move || sig.form.with(|f| p.label_for(&f.data))}
                                     </option>
                                 }
                             })
@@ -433,6 +446,7 @@ pub fn TrainPage(backend: Signal<Option<BackendKind>>) -> impl IntoView {
                                 f.data = match (v.as_str(), folder.get_untracked()) {
                                     ("folder", Some((name, _, _))) => DataChoice::Folder(name),
                                     ("folder", None) => DataChoice::Folder(String::new()),
+                                    ("photos", _) => DataChoice::Photos,
                                     _ => DataChoice::Fashion,
                                 }
                             });
@@ -441,12 +455,15 @@ pub fn TrainPage(backend: Signal<Option<BackendKind>>) -> impl IntoView {
                         <option value="fashion" selected=move || sig.form.with(|f| f.data == DataChoice::Fashion)>
                             "Fashion-MNIST (bundled subset)"
                         </option>
-                        <option value="folder" selected=move || sig.form.with(|f| f.data != DataChoice::Fashion)>
+                        <option value="photos" selected=move || sig.form.with(|f| f.data == DataChoice::Photos)>
+                            "the bundled photos (16, colour, unlabelled)"
+                        </option>
+                        <option value="folder" selected=move || sig.form.with(|f| matches!(f.data, DataChoice::Folder(_)))>
                             "your images (a folder, CLASS/IMAGE inside)"
                         </option>
                     </select>
                 </label>
-                <Show when=move || sig.form.with(|f| f.data != DataChoice::Fashion)>
+                <Show when=move || sig.form.with(|f| matches!(f.data, DataChoice::Folder(_)))>
                     <label class="setting">
                         "Folder "
                         <input
@@ -530,7 +547,7 @@ pub fn TrainPage(backend: Signal<Option<BackendKind>>) -> impl IntoView {
                             sig.recon.with(|r| {
                                 r.as_ref().map_or(String::new(), |(step, _)| {
                                     format!(
-                                        "Step {step}: the first four held-out images with the same 75% of patches hidden each time. Columns: masked input, reconstruction, reconstruction with the visible patches pasted back, original."
+                                        "Step {step}: held-out images (the first four at most) with the same 75% of patches hidden each time. Columns: masked input, reconstruction, reconstruction with the visible patches pasted back, original."
                                     )
                                 })
                             })

@@ -185,11 +185,14 @@ pub trait Views {
     }
 }
 
-/// In-memory images in [0, 1] (HWC), used whole: the app's data sets.
+/// In-memory images in [0, 1] (HWC): the app's data sets. Batches take them whole, or, with
+/// `crops`, as a random view each (the bundled photos: MAE's random resized crop and flip).
 pub struct ImageSet {
     pub images: Vec<Image>,
     pub labels: Option<Vec<u32>>,
     pub norm: Normalize,
+    /// A view per image and batch (its `size` is replaced by the model's input side).
+    pub crops: Option<Augmentation>,
 }
 
 impl Views for ImageSet {
@@ -199,10 +202,14 @@ impl Views for ImageSet {
     fn norm(&self) -> &Normalize {
         &self.norm
     }
-    fn batch(&self, indices: &[usize], size: usize, _rng: &mut Rng) -> Vec<f32> {
+    fn batch(&self, indices: &[usize], size: usize, rng: &mut Rng) -> Vec<f32> {
         let mut out = Vec::new();
         for &i in indices {
-            crate::augment::centre_fit(&self.images[i], size).push_chw(&self.norm.mean, &self.norm.std, &mut out);
+            let view = match &self.crops {
+                Some(a) => Augmentation { size, ..*a }.view(&self.images[i], rng),
+                None => crate::augment::centre_fit(&self.images[i], size),
+            };
+            view.push_chw(&self.norm.mean, &self.norm.std, &mut out);
         }
         out
     }
@@ -670,7 +677,7 @@ mod tests {
         let mut rng = Rng::new(3);
         let images = (0..n).map(|_| Image::new(28, 28, 1, (0..28 * 28).map(|_| rng.uniform()).collect())).collect();
         let labels = Some((0..n as u32).map(|i| i % 10).collect());
-        ImageSet { images, labels, norm: Normalize { mean: vec![0.5], std: vec![0.25] } }
+        ImageSet { images, labels, norm: Normalize { mean: vec![0.5], std: vec![0.25] }, crops: None }
     }
 
     /// Every method through the generic path the browser takes: build from sizes, two

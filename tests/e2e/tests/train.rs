@@ -157,6 +157,55 @@ fn an_mae_run_shows_its_reconstructions_refreshing() {
 
 #[test]
 #[ignore = "needs a release build and chromedriver: run scripts/test"]
+fn mae_and_dino_train_on_the_bundled_photos() {
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).parent().unwrap().join("e2e");
+    let browser = Page::open(&out, "train-photos", "page=train&backend=cpu");
+    browser.wait_text("[data-testid=train-status]", Duration::from_secs(60), |t| t.contains("Not started")).unwrap();
+    set_input(&browser, "train-data", "photos");
+    let preset = browser
+        .execute(
+            "const s = document.querySelector('[data-testid=train-preset]'); return s.options[s.selectedIndex].text;",
+            json!([]),
+        )
+        .unwrap();
+    assert_eq!(preset, json!("micro (ViT 32×1, 32 px colour, patch 8)"));
+    set_input(&browser, "train-method", "mae");
+    for (id, v) in
+        [("train-steps", "40"), ("train-batch", "16"), ("train-eval-every", "20"), ("train-ckpt-every", "40")]
+    {
+        set_input(&browser, id, v);
+    }
+    click(&browser, "train-start");
+    wait_for(&browser, "finished", 300, |s| s.0 == "finished");
+    let st = state(&browser);
+    assert_eq!((st.1, st.2), (40, 0), "40 loss points and no accuracy points (the photos have no labels)");
+    let caption = browser.text("[data-testid=train-recon] figcaption").unwrap().unwrap_or_default();
+    println!("{caption}");
+    assert!(caption.starts_with("Step 40:"), "{caption}");
+    // the two held-out photos, in colour: a row each
+    let (w, h): (u64, u64) = serde_json::from_value(
+        browser
+            .execute(
+                "const c = document.querySelector('[data-testid=train-recon-grid]'); c.scrollIntoView();
+                 return [c.width, c.height];",
+                json!([]),
+            )
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(w > h && h >= 2 * 32, "grid {w}×{h}");
+    browser.screenshot("train-photos-mae.png");
+    set_input(&browser, "train-method", "dino");
+    set_input(&browser, "train-steps", "10");
+    set_input(&browser, "train-ckpt-every", "10");
+    set_input(&browser, "train-eval-every", "10");
+    click(&browser, "train-start");
+    wait_for(&browser, "finished", 300, |s| s.0 == "finished");
+    assert_eq!(state(&browser).1, 10);
+}
+
+#[test]
+#[ignore = "needs a release build and chromedriver: run scripts/test"]
 fn fine_tuning_the_bundled_dino_model_ends_with_a_confusion_matrix() {
     let out = Path::new(env!("CARGO_TARGET_TMPDIR")).parent().unwrap().join("e2e");
     let browser = Page::open(&out, "train-ft", "page=train&backend=cpu");
