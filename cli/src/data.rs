@@ -166,12 +166,51 @@ pub fn fit(img: &DynamicImage, size: usize) -> DynamicImage {
     )
 }
 
-/// One view of `img` drawn by `aug`; only the crop's pixels are converted to floats.
+/// One view of `img` drawn by `aug`; only the crop's pixels are converted to floats. A
+/// cut-out (an image with transparent pixels) is laid over a fresh [`backdrop`] in every
+/// view, so its background carries nothing a view could be matched by.
 pub fn augmented_view(img: &DynamicImage, channels: usize, aug: &Augmentation, rng: &mut Rng) -> Image {
     let b = aug.crop_box(img.width() as usize, img.height() as usize, rng);
     let crop = img.crop_imm(b.x as u32, b.y as u32, b.w as u32, b.h as u32);
+    let crop = if crop.color().has_alpha() { over_backdrop(&crop.to_rgba8(), rng) } else { crop };
     let raw = if channels == 1 { crop.to_luma8().into_raw() } else { crop.to_rgb8().into_raw() };
     aug.finish(&Image::from_u8(b.w, b.h, channels, &raw), rng)
+}
+
+/// A random background for a cut-out, `[h·w]` RGB in [0, 1]: a plain colour (half the time)
+/// or smooth colour noise, a 4×4 grid of random colours bilinearly upsampled (like a blurred
+/// photo).
+pub fn backdrop(w: usize, h: usize, rng: &mut Rng) -> Vec<[f32; 3]> {
+    let colour = |rng: &mut Rng| [rng.uniform(), rng.uniform(), rng.uniform()];
+    if rng.uniform() < 0.5 {
+        return vec![colour(rng); w * h];
+    }
+    let grid: Vec<[f32; 3]> = (0..16).map(|_| colour(rng)).collect();
+    let at = |u: f32, v: f32| {
+        let (x, y) = (u * 3.0, v * 3.0);
+        let (x0, y0) = ((x as usize).min(2), (y as usize).min(2));
+        let (fx, fy) = (x - x0 as f32, y - y0 as f32);
+        let g = |i: usize, j: usize| grid[j * 4 + i];
+        std::array::from_fn(|c| {
+            let top = g(x0, y0)[c] * (1.0 - fx) + g(x0 + 1, y0)[c] * fx;
+            let bottom = g(x0, y0 + 1)[c] * (1.0 - fx) + g(x0 + 1, y0 + 1)[c] * fx;
+            top * (1.0 - fy) + bottom * fy
+        })
+    };
+    let (sw, sh) = ((w.max(2) - 1) as f32, (h.max(2) - 1) as f32);
+    (0..w * h).map(|i| at((i % w) as f32 / sw, (i / w) as f32 / sh)).collect()
+}
+
+/// `img` laid over a [`backdrop`] by its alpha.
+fn over_backdrop(img: &image::RgbaImage, rng: &mut Rng) -> DynamicImage {
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let bg = backdrop(w, h, rng);
+    let mut out = image::RgbImage::new(w as u32, h as u32);
+    for (i, (px, o)) in img.pixels().zip(out.pixels_mut()).enumerate() {
+        let a = px.0[3] as f32 / 255.0;
+        o.0 = std::array::from_fn(|c| ((px.0[c] as f32 / 255.0 * a + bg[i][c] * (1.0 - a)) * 255.0).round() as u8);
+    }
+    DynamicImage::ImageRgb8(out)
 }
 
 pub use patchwork_compute::train::epoch_order;
@@ -257,7 +296,12 @@ fn shrink(img: DynamicImage, max_side: u32) -> DynamicImage {
     img.resize_exact(w.max(1), h.max(1), FilterType::Triangle)
 }
 
+/// `img` at `channels`; a cut-out (some pixel not opaque) keeps its alpha for
+/// [`augmented_view`].
 fn as_channels(img: DynamicImage, channels: usize) -> DynamicImage {
+    if img.color().has_alpha() && img.to_rgba8().pixels().any(|p| p.0[3] < 255) {
+        return DynamicImage::ImageRgba8(img.to_rgba8());
+    }
     if channels == 1 {
         DynamicImage::ImageLuma8(img.to_luma8())
     } else {
@@ -361,6 +405,46 @@ mod tests {
         let want = (30.0 / 255.0 - 0.2860) / 0.3530;
         assert!((x[0] - want).abs() < 1e-6, "pixel {} != {want}", x[0]);
         assert!(DataSpec::Dir(dir.path().into()).default_channels() == 1);
+    }
+
+    /// A cut-out keeps its alpha when loaded and gets a new backdrop in every view; its
+    /// opaque pixels are the same in each, an opaque image is untouched.
+    #[test]
+    fn cut_outs_get_a_fresh_backdrop_in_every_view() {
+        let dir = tempfile::tempdir().unwrap();
+        // left half an opaque red object, right half transparent
+        let cut = image::RgbaImage::from_fn(16, 16, |x, _| {
+            if x < 8 {
+                image::Rgba([200, 10, 10, 255])
+            } else {
+                image::Rgba([0, 0, 0, 0])
+            }
+        });
+        cut.save(dir.path().join("cut.png")).unwrap();
+        image::RgbImage::from_pixel(16, 16, image::Rgb([0, 0, 0])).save(dir.path().join("photo.png")).unwrap();
+        let d = load_dir(dir.path(), 3, 16).unwrap();
+        assert!(d.images[0].color().has_alpha() && !d.images[1].color().has_alpha());
+        // the whole image, no flip or colour change: only the backdrop varies
+        let whole = Augmentation { size: 16, scale: (1.0, 1.0), flip: false, ..Augmentation::mae(16) };
+        let mut rng = Rng::new(1);
+        let views: Vec<Image> = (0..4).map(|_| d.view(0, &whole, &mut rng)).collect();
+        let at = |v: &Image, x: usize, c: usize| v.data[(3 * 16 + x) * 3 + c];
+        for v in &views {
+            assert_eq!((0..3).map(|c| (at(v, 2, c) * 255.0).round()).collect::<Vec<_>>(), [200.0, 10.0, 10.0]);
+        }
+        let backs: Vec<[f32; 3]> = views.iter().map(|v| std::array::from_fn(|c| at(v, 12, c))).collect();
+        assert!(backs.windows(2).all(|w| w[0] != w[1]), "the backdrop changes from view to view: {backs:?}");
+        assert!(d.view(1, &whole, &mut rng).data.iter().all(|&p| p == 0.0), "an opaque image has no backdrop");
+        // smooth noise is continuous: neighbours differ little
+        let bg = loop {
+            let b = backdrop(32, 32, &mut rng);
+            if b[0] != b[31] {
+                break b;
+            }
+        };
+        for i in 0..31 {
+            assert!((0..3).all(|c| (bg[i][c] - bg[i + 1][c]).abs() < 0.15), "{:?} {:?}", bg[i], bg[i + 1]);
+        }
     }
 
     #[test]
