@@ -117,7 +117,11 @@ impl Views for Dataset {
     }
 
     fn view(&self, index: usize, aug: &Augmentation, rng: &mut Rng) -> Image {
-        augmented_view(&self.images[index], self.channels, aug, rng)
+        augmented_view(&self.images[index], self.channels, aug, None, rng)
+    }
+
+    fn view_in(&self, index: usize, aug: &Augmentation, shared: Option<u64>, rng: &mut Rng) -> Image {
+        augmented_view(&self.images[index], self.channels, aug, shared, rng)
     }
 
     fn label(&self, index: usize) -> Option<u32> {
@@ -131,7 +135,7 @@ impl Views for Dataset {
             match self.augment {
                 Augment::None => push_chw(&fit(img, size), self.channels, &self.norm, &mut out),
                 Augment::Views(a) => {
-                    augmented_view(img, self.channels, &Augmentation { size, ..a }, rng).push_chw(
+                    augmented_view(img, self.channels, &Augmentation { size, ..a }, None, rng).push_chw(
                         &self.norm.mean,
                         &self.norm.std,
                         &mut out,
@@ -167,12 +171,24 @@ pub fn fit(img: &DynamicImage, size: usize) -> DynamicImage {
 }
 
 /// One view of `img` drawn by `aug`; only the crop's pixels are converted to floats. A
-/// cut-out (an image with transparent pixels) is laid over a fresh [`backdrop`] in every
-/// view, so its background carries nothing a view could be matched by.
-pub fn augmented_view(img: &DynamicImage, channels: usize, aug: &Augmentation, rng: &mut Rng) -> Image {
+/// cut-out (an image with transparent pixels) is laid over a random [`backdrop`]: the one
+/// seeded by `shared` (DINO's views of an image in one step share it), else a fresh one. So
+/// an object is seen on a new background every time it is drawn, and only the object is
+/// the same from one epoch to the next.
+pub fn augmented_view(
+    img: &DynamicImage,
+    channels: usize,
+    aug: &Augmentation,
+    shared: Option<u64>,
+    rng: &mut Rng,
+) -> Image {
     let b = aug.crop_box(img.width() as usize, img.height() as usize, rng);
     let crop = img.crop_imm(b.x as u32, b.y as u32, b.w as u32, b.h as u32);
-    let crop = if crop.color().has_alpha() { over_backdrop(&crop.to_rgba8(), rng) } else { crop };
+    let crop = match (crop.color().has_alpha(), shared) {
+        (false, _) => crop,
+        (true, Some(seed)) => over_backdrop(&crop.to_rgba8(), &mut Rng::new(seed)),
+        (true, None) => over_backdrop(&crop.to_rgba8(), rng),
+    };
     let raw = if channels == 1 { crop.to_luma8().into_raw() } else { crop.to_rgb8().into_raw() };
     aug.finish(&Image::from_u8(b.w, b.h, channels, &raw), rng)
 }
@@ -435,6 +451,9 @@ mod tests {
         let backs: Vec<[f32; 3]> = views.iter().map(|v| std::array::from_fn(|c| at(v, 12, c))).collect();
         assert!(backs.windows(2).all(|w| w[0] != w[1]), "the backdrop changes from view to view: {backs:?}");
         assert!(d.view(1, &whole, &mut rng).data.iter().all(|&p| p == 0.0), "an opaque image has no backdrop");
+        // views of one scene (the same `shared` seed) share the backdrop
+        let (a, b) = (d.view_in(0, &whole, Some(7), &mut rng), d.view_in(0, &whole, Some(7), &mut rng));
+        assert_eq!(a.data, b.data);
         // smooth noise is continuous: neighbours differ little
         let bg = loop {
             let b = backdrop(32, 32, &mut rng);

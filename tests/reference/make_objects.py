@@ -132,7 +132,7 @@ def main():
         rgb, mask = cutout(tux / rel)
         rgba = np.concatenate([rgb, mask[..., None].astype(np.float32)], -1)
         # on a transparent canvas: `patchwork train` lays every view over a fresh backdrop
-        img, full = scene((rgba, mask), np.zeros((SIDE, SIDE, 4), np.float32), rng.uniform(0.45, 0.85), rng)
+        img, full = scene((rgba, mask), np.zeros((SIDE, SIDE, 4), np.float32), rng.uniform(0.7, 0.95), rng)
         Image.fromarray(img, "RGBA").save(cutouts / f"{n:03d}.png", optimize=True)
     print(f"{len(train)} training cut-outs")
 

@@ -85,9 +85,14 @@ pub fn upload_views<B: Backend>(
 ) -> (B::Buf, Option<B::Buf>) {
     let norm = data.norm();
     let (mut globals, mut locals) = (Vec::new(), Vec::new());
+    // All views of an image in this step show one scene (a cut-out's backdrop, drawn afresh
+    // every step). Peeked, so data sets without scenes draw exactly as before.
+    let scene = rng.clone().next_u64();
     for (v, aug) in crops.views().enumerate() {
         for &i in indices {
-            data.view(i, aug, rng).push_chw(&norm.mean, &norm.std, if v < 2 { &mut globals } else { &mut locals });
+            let shared = Some(scene ^ (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            let view = data.view_in(i, aug, shared, rng);
+            view.push_chw(&norm.mean, &norm.std, if v < 2 { &mut globals } else { &mut locals });
         }
     }
     let (g, l) = buffers.get_or_insert_with(|| (be.alloc(globals.len()), be.alloc(locals.len().max(1))));

@@ -179,6 +179,12 @@ pub trait Views {
     fn batch(&self, indices: &[usize], size: usize, rng: &mut Rng) -> Vec<f32>;
     /// One view of image `index` drawn by `aug` (DINO's multi-crop), in [0, 1].
     fn view(&self, index: usize, aug: &Augmentation, rng: &mut Rng) -> Image;
+    /// [`Views::view`] as one of several views of a scene: views given the same `shared`
+    /// seed show the same scene (for a cut-out: the same backdrop), `None` draws it afresh.
+    /// Data sets without such scenes ignore it.
+    fn view_in(&self, index: usize, aug: &Augmentation, _shared: Option<u64>, rng: &mut Rng) -> Image {
+        self.view(index, aug, rng)
+    }
     /// Image `index`'s class, where the data set has labels.
     fn label(&self, _index: usize) -> Option<u32> {
         None
