@@ -126,31 +126,39 @@ fn a_dino_run_trains_survives_a_reload_and_resumes_with_its_curves() {
     browser.screenshot("train.png");
 }
 
+/// Run MAE with the `form` settings to the end; its reconstructions must be from the last
+/// step. Returns the grid canvas's size.
+fn mae_run(browser: &Browser, form: &[(&str, &str)]) -> (u64, u64) {
+    set_input(browser, "train-method", "mae");
+    for (id, v) in form {
+        set_input(browser, id, v);
+    }
+    click(browser, "train-start");
+    wait_for(browser, "finished", 300, |s| s.0 == "finished");
+    let steps = form.iter().find(|(id, _)| *id == "train-steps").map_or("200", |(_, v)| *v);
+    let caption = browser.text("[data-testid=train-recon] figcaption").unwrap().unwrap_or_default();
+    println!("{caption}");
+    assert!(
+        caption.starts_with(&format!("Step {steps}:")),
+        "reconstructions not refreshed at the last step: {caption}"
+    );
+    let size = browser
+        .execute(
+            "const c = document.querySelector('[data-testid=train-recon-grid]'); c.scrollIntoView();
+             return [c.width, c.height];",
+            json!([]),
+        )
+        .unwrap();
+    serde_json::from_value(size).unwrap()
+}
+
 #[test]
 #[ignore = "needs a release build and chromedriver: run scripts/test"]
 fn an_mae_run_shows_its_reconstructions_refreshing() {
     let out = Path::new(env!("CARGO_TARGET_TMPDIR")).parent().unwrap().join("e2e");
     let browser = Page::open(&out, "train-mae", "page=train&backend=cpu");
     browser.wait_text("[data-testid=train-status]", Duration::from_secs(60), |t| t.contains("Not started")).unwrap();
-    set_input(&browser, "train-method", "mae");
-    for (id, v) in [("train-steps", "60"), ("train-eval-every", "20"), ("train-ckpt-every", "60")] {
-        set_input(&browser, id, v);
-    }
-    click(&browser, "train-start");
-    wait_for(&browser, "finished", 300, |s| s.0 == "finished");
-    let caption = browser.text("[data-testid=train-recon] figcaption").unwrap().unwrap_or_default();
-    println!("{caption}");
-    assert!(caption.starts_with("Step 60:"), "reconstructions not refreshed at the last evaluation: {caption}");
-    let (w, h): (u64, u64) = serde_json::from_value(
-        browser
-            .execute(
-                "const c = document.querySelector('[data-testid=train-recon-grid]'); c.scrollIntoView();
-                 return [c.width, c.height];",
-                json!([]),
-            )
-            .unwrap(),
-    )
-    .unwrap();
+    let (w, h) = mae_run(&browser, &[("train-steps", "60"), ("train-eval-every", "20"), ("train-ckpt-every", "60")]);
     assert!(w >= 4 * 28 && h >= 4 * 28, "grid {w}×{h}");
     browser.screenshot("train-mae.png");
 }
@@ -169,30 +177,11 @@ fn mae_and_dino_train_on_the_bundled_photos() {
         )
         .unwrap();
     assert_eq!(preset, json!("micro (ViT 32×1, 32 px colour, patch 8)"));
-    set_input(&browser, "train-method", "mae");
-    for (id, v) in
-        [("train-steps", "40"), ("train-batch", "16"), ("train-eval-every", "20"), ("train-ckpt-every", "40")]
-    {
-        set_input(&browser, id, v);
-    }
-    click(&browser, "train-start");
-    wait_for(&browser, "finished", 300, |s| s.0 == "finished");
+    let form = [("train-steps", "40"), ("train-batch", "16"), ("train-eval-every", "20"), ("train-ckpt-every", "40")];
+    let (w, h) = mae_run(&browser, &form);
     let st = state(&browser);
     assert_eq!((st.1, st.2), (40, 0), "40 loss points and no accuracy points (the photos have no labels)");
-    let caption = browser.text("[data-testid=train-recon] figcaption").unwrap().unwrap_or_default();
-    println!("{caption}");
-    assert!(caption.starts_with("Step 40:"), "{caption}");
     // the two held-out photos, in colour: a row each
-    let (w, h): (u64, u64) = serde_json::from_value(
-        browser
-            .execute(
-                "const c = document.querySelector('[data-testid=train-recon-grid]'); c.scrollIntoView();
-                 return [c.width, c.height];",
-                json!([]),
-            )
-            .unwrap(),
-    )
-    .unwrap();
     assert!(w > h && h >= 2 * 32, "grid {w}×{h}");
     browser.screenshot("train-photos-mae.png");
     set_input(&browser, "train-method", "dino");
