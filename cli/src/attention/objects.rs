@@ -145,6 +145,16 @@ pub fn score(args: &Args) -> Result<Value> {
         (0..cfg.num_heads).map(|h| rows.iter().map(|r| r.heads[h] as f64).sum::<f64>() / n).collect();
     if !args.json {
         println!("{} on {name}: {} images, layer {layer}, {} backend", args.model.display(), rows.len(), backend);
+        // per image, up to a screenful: the IoU of each head's 60% mask, the best, the blob's
+        if rows.len() <= 50 {
+            let width = rows.iter().map(|r| r.name.chars().count()).max().unwrap_or(5).max(5);
+            println!("{:width$}  {:^w$}  best   blob", "image", "IoU per head", w = 5 * cfg.num_heads - 1);
+            for r in &rows {
+                let heads: Vec<String> = r.heads.iter().map(|v| format!("{v:.2}")).collect();
+                let mark = if r.best >= 0.5 { "" } else { "  (no head at 0.5)" };
+                println!("{:width$}  {}  {:.2}   {:.2}{mark}", r.name, heads.join(" "), r.best, r.blob);
+            }
+        }
         println!("images where some head's 60% mask overlaps the object with IoU >= 0.5: {:.1}%", 100.0 * hit);
         println!("mean IoU: best head {best:.3}, mean map {mean_map:.3}, centred blob {blob_iou:.3}");
         println!("best head beats the blob on {:.1}% of images", 100.0 * beats);
