@@ -8,13 +8,15 @@ use crate::browser;
 use crate::reconstruct::Picture;
 
 /// Bundled images: `(label, url)`. The first is each page's default.
-pub const GALLERY: [(&str, &str); 6] = [
+pub const GALLERY: [(&str, &str); 8] = [
     ("ankle boot (Fashion-MNIST test 0)", "models/fashion-mnist-test-0.png"),
     ("pullover (Fashion-MNIST test 1)", "models/fashion-mnist-test-1.png"),
     ("cat (held out)", "photos/heldout/chelsea.jpg"),
     ("rocket (held out)", "photos/heldout/rocket.jpg"),
     ("astronaut", "photos/train/astronaut.jpg"),
     ("coffee", "photos/train/coffee.jpg"),
+    ("owl (held-out object scene)", "objects/owl-blurred.png"),
+    ("strawberry (held-out object scene)", "objects/strawberry2-plain.png"),
 ];
 
 /// The gallery and the drop zone (with its file input); paste works anywhere while this is
