@@ -322,8 +322,12 @@ pub struct Augmentation {
     pub color_jitter: f32,
     /// Probability of grayscale.
     pub grayscale: f32,
-    /// Probability of a Gaussian blur with σ uniform in [0.1, 2.0].
+    /// Probability of a Gaussian blur with σ uniform in [`Self::blur_sigma`].
     pub blur: f32,
+    /// The blur's σ range in pixels of the view; DINO's `GaussianBlur` draws (0.1, 2.0) on
+    /// 224-px crops (files written before this field existed read as that).
+    #[serde(default = "dino_blur_sigma")]
+    pub blur_sigma: (f32, f32),
     /// Probability of solarisation at ½.
     pub solarize: f32,
 }
@@ -338,13 +342,14 @@ impl Augmentation {
             color_jitter: 0.0,
             grayscale: 0.0,
             blur: 0.0,
+            blur_sigma: DINO_BLUR_SIGMA,
             solarize: 0.0,
         }
     }
 
     /// DINO's `flip_and_color_jitter` on a crop of `scale` (blur and solarisation off).
     pub fn flip_and_color_jitter(size: usize, scale: (f32, f32)) -> Self {
-        Augmentation { size, scale, flip: true, color_jitter: 0.8, grayscale: 0.2, blur: 0.0, solarize: 0.0 }
+        Augmentation { blur: 0.0, color_jitter: 0.8, grayscale: 0.2, scale, ..Augmentation::mae(size) }
     }
 
     /// The crop this view takes of a `w × h` image.
@@ -366,7 +371,8 @@ impl Augmentation {
             v = grayscale(&v);
         }
         if self.blur > 0.0 && rng.uniform() < self.blur {
-            v = gaussian_blur(&v, 0.1 + 1.9 * rng.uniform());
+            let (lo, hi) = self.blur_sigma;
+            v = gaussian_blur(&v, lo + (hi - lo) * rng.uniform());
         }
         if self.solarize > 0.0 && rng.uniform() < self.solarize {
             v = solarize(&v, 0.5);
@@ -382,6 +388,14 @@ impl Augmentation {
     }
 }
 
+/// DINO's blur σ range in pixels (`GaussianBlur(radius=uniform(0.1, 2.0))`, meant for
+/// 224-px crops: on 28-px images it is a far stronger blur).
+pub const DINO_BLUR_SIGMA: (f32, f32) = (0.1, 2.0);
+
+fn dino_blur_sigma() -> (f32, f32) {
+    DINO_BLUR_SIGMA
+}
+
 /// DINO's `DataAugmentationDINO`: two global views and `n_local` local ones.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MultiCrop {
@@ -392,18 +406,20 @@ pub struct MultiCrop {
 
 impl MultiCrop {
     /// As `main_dino.py`: global crops at `global_scale` (default (0.4, 1)), local crops at
-    /// `local_scale` (default (0.05, 0.4)).
+    /// `local_scale` (default (0.05, 0.4)), blurs with σ in `blur_sigma` px (DINO's
+    /// [`DINO_BLUR_SIGMA`]).
     pub fn dino(
         global_size: usize,
         local_size: usize,
         n_local: usize,
         global_scale: (f32, f32),
         local_scale: (f32, f32),
+        blur_sigma: (f32, f32),
     ) -> Self {
-        let g = Augmentation::flip_and_color_jitter(global_size, global_scale);
+        let g = Augmentation { blur_sigma, ..Augmentation::flip_and_color_jitter(global_size, global_scale) };
         MultiCrop {
             global: [Augmentation { blur: 1.0, ..g }, Augmentation { blur: 0.1, solarize: 0.2, ..g }],
-            local: Augmentation { blur: 0.5, ..Augmentation::flip_and_color_jitter(local_size, local_scale) },
+            local: Augmentation { blur: 0.5, size: local_size, scale: local_scale, ..g },
             n_local,
         }
     }
@@ -497,7 +513,7 @@ mod tests {
     #[test]
     fn views_are_seeded_and_sized() {
         let img = ramp(40, 30, 3);
-        let mc = MultiCrop::dino(16, 8, 3, (0.4, 1.0), (0.05, 0.4));
+        let mc = MultiCrop::dino(16, 8, 3, (0.4, 1.0), (0.05, 0.4), DINO_BLUR_SIGMA);
         let draw = |seed| {
             let mut rng = Rng::new(seed);
             mc.views().map(|a| a.view(&img, &mut rng)).collect::<Vec<_>>()

@@ -10,6 +10,7 @@
 //! `dino_*_pretrain.pth`), with its `vit_config`; the checkpoint adds the student, both
 //! heads, the centre and Adam's moments.
 use anyhow::{bail, Result};
+use patchwork_compute::augment::DINO_BLUR_SIGMA;
 use patchwork_compute::heads::DinoHeadConfig;
 use patchwork_compute::methods::dino_train::DinoConfig;
 pub use patchwork_compute::train::dino::{DinoRecipe, DinoRun};
@@ -65,6 +66,20 @@ pub struct DinoArgs {
     /// DINO: steps during which the head's last layer is not updated [default: one epoch].
     #[arg(long)]
     pub freeze_last_layer_steps: Option<usize>,
+    /// DINO: σ range `LO,HI` of the Gaussian blurs, in pixels [default: DINO's 0.1,2, meant
+    /// for 224-px crops]
+    #[arg(long, value_parser = parse_sigma)]
+    pub blur_sigma: Option<(f32, f32)>,
+}
+
+fn parse_sigma(s: &str) -> Result<(f32, f32), String> {
+    let (lo, hi) = s.split_once(',').ok_or_else(|| format!("expected LO,HI, got {s:?}"))?;
+    let num = |v: &str| v.trim().parse::<f32>().map_err(|e| format!("{v:?}: {e}"));
+    let (lo, hi) = (num(lo)?, num(hi)?);
+    if !(lo > 0.0 && lo <= hi && hi.is_finite()) {
+        return Err(format!("need 0 < LO <= HI, got {lo},{hi}"));
+    }
+    Ok((lo, hi))
 }
 
 /// A DINO run from the flags: the backbone from the shared model flags, the rest from `d`.
@@ -117,6 +132,7 @@ pub fn run_from_args(
         momentum_teacher: d.momentum_teacher.unwrap_or(0.996),
         weight_decay_end: d.weight_decay_end.unwrap_or(0.4),
         freeze_last_layer_steps: d.freeze_last_layer_steps.unwrap_or(images.div_ceil(batch.max(1))),
+        blur_sigma: d.blur_sigma.unwrap_or(DINO_BLUR_SIGMA),
     };
     if !(0.0..=1.0).contains(&recipe.momentum_teacher) {
         bail!("--momentum-teacher {} must be in [0, 1]", recipe.momentum_teacher);

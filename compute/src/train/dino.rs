@@ -30,6 +30,14 @@ pub struct DinoRecipe {
     pub momentum_teacher: f32,
     pub weight_decay_end: f32,
     pub freeze_last_layer_steps: usize,
+    /// The blurs' σ range in pixels (DINO's (0.1, 2.0); checkpoints from before this field
+    /// read as that, which they were trained with).
+    #[serde(default = "legacy_blur_sigma")]
+    pub blur_sigma: (f32, f32),
+}
+
+fn legacy_blur_sigma() -> (f32, f32) {
+    crate::augment::DINO_BLUR_SIGMA
 }
 
 impl DinoRecipe {
@@ -44,6 +52,7 @@ impl DinoRecipe {
             momentum_teacher: 0.996,
             weight_decay_end: 0.4,
             freeze_last_layer_steps,
+            blur_sigma: crate::augment::DINO_BLUR_SIGMA,
         }
     }
 
@@ -53,7 +62,7 @@ impl DinoRecipe {
     }
 
     pub fn crops(&self, global_size: usize, local_size: usize, n_local: usize) -> MultiCrop {
-        MultiCrop::dino(global_size, local_size, n_local, self.global_scale, self.local_scale)
+        MultiCrop::dino(global_size, local_size, n_local, self.global_scale, self.local_scale, self.blur_sigma)
     }
 }
 
