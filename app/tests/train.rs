@@ -14,7 +14,7 @@ use patchwork_app::train::{
 };
 use patchwork_compute::augment::Image;
 use patchwork_compute::rng::Rng;
-use patchwork_compute::train::{ImageSet, Method};
+use patchwork_compute::train::{BackboneKind, ImageSet, Method};
 use patchwork_compute::{Cpu, TensorFile};
 use wasm_bindgen_test::*;
 
@@ -135,16 +135,23 @@ async fn an_mae_run_refreshes_its_reconstructions_at_every_evaluation() {
     }
 }
 
-#[wasm_bindgen_test]
-async fn a_supervised_run_scores_its_classifier_and_draws_a_confusion_matrix() {
+async fn supervised_run_scores_its_classifier(backbone: BackboneKind) {
     let owner = Owner::new();
     owner.set();
     let data = Rc::new(TrainData { train: random_set(64, 7), test: random_set(32, 8), classes: ten() });
     let sig = signals();
-    let form = TrainForm { steps: 20, eval_every: 10, checkpoint_every: 100, ..micro_form(Method::Supervised) };
+    let form =
+        TrainForm { steps: 20, eval_every: 10, checkpoint_every: 100, backbone, ..micro_form(Method::Supervised) };
     run(BackendKind::Cpu, form, None, data, RwSignal::new(Command::Run), sig).await;
     assert!(matches!(sig.status.get_untracked(), Status::Finished(_)), "{:?}", sig.status.get_untracked());
-    assert_eq!(sig.curves.get_untracked().classifier.len(), 2);
+    let curves = sig.curves.get_untracked();
+    assert_eq!((curves.classifier.len(), curves.knn.len(), curves.linear.len()), (2, 2, 2), "{backbone:?}");
+    let id = sig.run_id.get_untracked().expect("a saved run");
+    let saved = store::load(&id).await.unwrap().expect("the last checkpoint");
+    let model = TensorFile::from_bytes(&patchwork_app::train::export_model(&saved).await.unwrap()).unwrap();
+    let (key, head) =
+        if backbone == BackboneKind::Swin { ("swin_config", "head.fc.weight") } else { ("vit_config", "head.weight") };
+    assert!(model.metadata.contains_key(key) && model.tensors.contains_key(head), "{backbone:?}: {:?}", model.metadata);
     let (step, m, names) = sig.confusion.get_untracked().expect("a confusion matrix");
     assert_eq!(names.len(), 10);
     assert_eq!(step, 20);
@@ -155,6 +162,17 @@ async fn a_supervised_run_scores_its_classifier_and_draws_a_confusion_matrix() {
     if let Some(id) = sig.run_id.get_untracked() {
         store::delete(&id).await.unwrap();
     }
+}
+
+#[wasm_bindgen_test]
+async fn a_supervised_run_scores_its_classifier_and_draws_a_confusion_matrix() {
+    supervised_run_scores_its_classifier(BackboneKind::Vit).await;
+}
+
+/// The same with a Swin backbone: its classifier, its pooled features' kNN and probe.
+#[wasm_bindgen_test]
+async fn a_supervised_swin_run_scores_its_classifier_and_its_features() {
+    supervised_run_scores_its_classifier(BackboneKind::Swin).await;
 }
 
 #[wasm_bindgen_test]
@@ -201,12 +219,14 @@ async fn losing_the_gpu_device_stops_training_and_keeps_the_last_checkpoint() {
 /// compiler is stricter than naga: a float literal it rejected once broke DINO here).
 #[wasm_bindgen_test]
 async fn every_method_trains_on_webgpu_as_on_the_cpu() {
-    use patchwork_compute::train::{RunConfig, Sampler, Schedule, METHODS};
+    use patchwork_compute::train::{BackboneKind, RunConfig, Sampler, Schedule, Sizes, METHODS};
     let Ok(gpu) = patchwork_compute::Gpu::new().await else { return };
     let data = random_set(16, 11);
-    for info in METHODS {
-        let s = Schedule::defaults(info.method, "test", 1, 3, 4);
-        let cfg = RunConfig::standard(info.method, &Preset::Micro.sizes(), 16, 4).unwrap();
+    let swin = Sizes { backbone: BackboneKind::Swin, ..Preset::Micro.sizes() };
+    let runs = METHODS.iter().map(|info| (info.method, info.name.to_string(), Preset::Micro.sizes()));
+    for (method, name, sizes) in runs.chain([(Method::Supervised, "supervised Swin".to_string(), swin)]) {
+        let s = Schedule::defaults(method, "test", 1, 3, 4);
+        let cfg = RunConfig::standard(method, &sizes, 16, 4).unwrap();
         let (mut cpu, mut dev) = (cfg.trainer(&Cpu, &s), cfg.trainer(&gpu, &s));
         let (mut rc, mut rg, lrs) = (s.data_rng(), s.data_rng(), s.lrs());
         let mut sampler = Sampler::new(0, 16);
@@ -216,8 +236,7 @@ async fn every_method_trains_on_webgpu_as_on_the_cpu() {
             let b = dev.step(&gpu, &data, &idx, step, &mut rg, s.step_config(lr)).await;
             assert!(
                 a.is_finite() && (a - b).abs() <= 1e-3 * a.abs().max(1e-3),
-                "{} step {step}: CPU {a}, WebGPU {b}",
-                info.name
+                "{name} step {step}: CPU {a}, WebGPU {b}"
             );
         }
     }

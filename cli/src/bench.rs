@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use anyhow::Result;
 use patchwork_compute::methods::mae::{Mae, MaeConfig, Masking};
-use patchwork_compute::methods::supervised::Supervised;
+use patchwork_compute::methods::supervised::{Classifier, Supervised};
 use patchwork_compute::optim::{AdamWState, StepConfig};
 use patchwork_compute::rng::Rng;
 use patchwork_compute::swin::WindowSize;
@@ -214,7 +214,7 @@ fn random_images<B: Probe>(be: &B, batch: usize, seed: u64) -> B::Buf {
 /// at 1.0 and AdamW.
 fn bench_vit<B: Probe>(be: &B, args: &Args, best: f64, log: &dyn Fn(&str)) -> Value {
     let (cfg, batch) = (step_config(args.quick), batch_of(args));
-    let mut run = Supervised::new(be, Vit::init(be, cfg.clone(), 0));
+    let mut run = Supervised::new(be, Classifier::Vit(Vit::init(be, cfg.clone(), 0)));
     let xb = random_images(be, batch, 7);
     let lb = be.upload_u32(&(0..batch).map(|i| (i % 10) as u32).collect::<Vec<_>>());
     let step_cfg = StepConfig { lr: 1e-4, clip: Some(1.0), ..StepConfig::default() };

@@ -1,7 +1,7 @@
-//! `patchwork eval --model M --data D`: how good a ViT backbone's frozen features are for
-//! classification, as the self-supervised papers measure it:
+//! `patchwork eval --model M --data D`: how good a ViT (or Swin) backbone's frozen features
+//! are for classification, as the self-supervised papers measure it:
 //! ```text
-//! f_train, f_test = backbone(x).pooled                 # CLS after the final norm (DINO)
+//! f_train, f_test = backbone(x).pooled                 # CLS after the final norm (DINO); Swin: mean
 //! knn    = knn_classifier(normalize(f_train), normalize(f_test), k=20, T=0.07)
 //! linear = softmax regression on standardised f_train (Adam, cosine lr), scored on f_test
 //! ```
@@ -16,11 +16,11 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use image::DynamicImage;
+use patchwork_compute::attention::{backbone_from_file, BackboneModel};
 use patchwork_compute::eval::{knn_votes, l2_normalize, top_k_accuracy, train_linear, LinearConfig};
-use patchwork_compute::{block_on, Backbone, Backend, TensorFile, Vit, VitConfig};
+use patchwork_compute::{block_on, Backbone, Backend, Swin, TensorFile, Vit};
 use serde_json::{json, Value};
 
-use crate::attention::{load_vit, VitModel};
 use crate::backend::{BackendChoice, OnBackend, Probe};
 use crate::data::{self, DataSpec, Normalize};
 use crate::progress::Progress;
@@ -264,22 +264,24 @@ impl Bar {
     }
 }
 
-/// The pooled features `[n, D]` of `images`, `batch` at a time.
-fn features<B: Backend>(
+/// The pooled features `[n, D]` of `images` (fitted to `size` px, `channels`), `batch` at
+/// a time.
+#[allow(clippy::too_many_arguments)]
+fn features<B: Backend, M: Backbone<B>>(
     be: &B,
-    vit: &Vit<B>,
+    model: &M,
+    (size, channels): (usize, usize),
     images: &[DynamicImage],
     norm: &Normalize,
     batch: usize,
     what: &str,
     bar: &mut Bar,
 ) -> Vec<f32> {
-    let (size, channels) = (vit.cfg.img_size[0], vit.cfg.in_chans);
-    let mut out = Vec::with_capacity(images.len() * vit.cfg.embed_dim);
+    let mut out = Vec::with_capacity(images.len() * model.embed_dim());
     for chunk in images.chunks(batch) {
         let x = be.upload(&inputs(chunk, size, channels, norm));
-        let saved = Backbone::forward(vit, be, &x, chunk.len());
-        out.extend(block_on(be.read(vit.pooled(&saved))));
+        let saved = model.forward(be, &x, chunk.len());
+        out.extend(block_on(be.read(model.pooled(&saved))));
         bar.step(what, chunk.len());
     }
     out
@@ -370,7 +372,7 @@ fn score<B: Backend>(be: &B, name: &str, f: Features, split: &Split, args: &Args
 
 /// Everything the backend runs: features, then scores, for the model and the baseline.
 struct Task {
-    cfg: VitConfig,
+    net: BackboneModel,
     file: TensorFile,
     norm: Normalize,
     split: Split,
@@ -387,30 +389,45 @@ struct Outcome {
 impl OnBackend for Task {
     type Output = Result<Outcome>;
     fn run<B: Probe>(self, be: &B) -> Result<Outcome> {
-        let Task { cfg, file, norm, split, args } = self;
-        let vit = Vit::from_file(be, cfg.clone(), &file)?;
-        drop(file);
+        let Task { net, file, norm, split, args } = self;
+        let (size, c, dim) = net.shape();
         let bs = args.batch.max(1);
         let batches = (split.train.labels.len().div_ceil(bs) + split.test.labels.len().div_ceil(bs)) as u64;
-        let forwards = if args.baseline == Some(Baseline::Random) { 2 } else { 1 };
-        let mut bar = Bar::new(forwards * batches, args.quiet);
-        let mut extract = |vit: &Vit<B>, name: &str| {
+        let random = args.baseline == Some(Baseline::Random);
+        let mut bar = Bar::new(if random { 2 } else { 1 } * batches, args.quiet);
+        fn extract<B: Backend, M: Backbone<B>>(
+            be: &B,
+            m: &M,
+            input: (usize, usize),
+            (split, norm, bs, bar): (&Split, &Normalize, usize, &mut Bar),
+            name: &str,
+        ) -> Features {
             let t0 = Instant::now();
-            let train = features(be, vit, &split.train.images, &norm, bs, &format!("{name}: train features"), &mut bar);
-            let test = features(be, vit, &split.test.images, &norm, bs, &format!("{name}: test features"), &mut bar);
-            Features { train, test, dim: cfg.embed_dim, seconds: t0.elapsed().as_secs_f64() }
+            let train = features(be, m, input, &split.train.images, norm, bs, &format!("{name}: train features"), bar);
+            let test = features(be, m, input, &split.test.images, norm, bs, &format!("{name}: test features"), bar);
+            Features { train, test, dim: m.embed_dim(), seconds: t0.elapsed().as_secs_f64() }
+        }
+        let on = (&split, &norm, bs, &mut bar);
+        let (model_f, random_f) = match &net {
+            BackboneModel::Vit(vm) => {
+                let m = extract(be, &Vit::from_file(be, vm.cfg.clone(), &file)?, (size, c), on, "model");
+                let on = (&split, &norm, bs, &mut bar);
+                (m, random.then(|| extract(be, &Vit::init(be, vm.cfg.clone(), args.seed), (size, c), on, "random")))
+            }
+            BackboneModel::Swin(cfg, _) => {
+                let m = extract(be, &Swin::from_file(be, cfg.clone(), &file)?, (size, c), on, "model");
+                let on = (&split, &norm, bs, &mut bar);
+                (m, random.then(|| extract(be, &Swin::init(be, cfg.clone(), args.seed), (size, c), on, "random")))
+            }
         };
-        let model_f = extract(&vit, "model");
-        let random_f = (args.baseline == Some(Baseline::Random))
-            .then(|| extract(&Vit::init(be, cfg.clone(), args.seed), "random"));
+        drop(file);
+        debug_assert_eq!(model_f.dim, dim);
         bar.progress.finish();
-        drop(vit);
         let model = score(be, "model", model_f, &split, &args);
         let baseline = match (args.baseline, random_f) {
             (Some(Baseline::Random), Some(f)) => Some(score(be, "random", f, &split, &args)),
             (Some(Baseline::Pixels), _) => {
                 let t0 = Instant::now();
-                let (size, c) = (cfg.img_size[0], cfg.in_chans);
                 let f = Features {
                     train: inputs(&split.train.images, size, c, &norm),
                     test: inputs(&split.test.images, size, c, &norm),
@@ -429,7 +446,8 @@ impl OnBackend for Task {
 
 /// An evaluation's results.
 pub struct Report {
-    pub vit: VitModel,
+    /// The backbone evaluated.
+    pub net: BackboneModel,
     pub data_source: String,
     pub classes: Vec<String>,
     pub train_count: usize,
@@ -442,17 +460,20 @@ pub struct Report {
 
 pub fn evaluate(args: &Args) -> Result<Report> {
     let t0 = Instant::now();
-    let (vit, file) = load_vit(&args.model, args.heads)
-        .with_context(|| format!("{} is not a ViT that eval can read", args.model.display()))?;
-    let cfg = vit.cfg.clone();
-    let [h, w] = cfg.img_size;
+    let (net, file) = load_backbone(&args.model, args.heads)
+        .with_context(|| format!("{} is not a ViT or Swin that eval can read", args.model.display()))?;
+    let (h, in_chans, _) = net.shape();
+    let w = match &net {
+        BackboneModel::Vit(vm) => vm.cfg.img_size[1],
+        BackboneModel::Swin(c, _) => c.img_size[1],
+    };
     if h != w {
         bail!("the model's input is {h}×{w}; eval fits images to square inputs only");
     }
     if args.k == 0 || args.temperature.is_nan() || args.temperature <= 0.0 {
         bail!("--k must be at least 1 and --temperature positive");
     }
-    let split = load_split(&args.data, cfg.in_chans, h)?;
+    let split = load_split(&args.data, in_chans, h)?;
     if split.classes.len() < 2 {
         bail!("{} has {} class(es); classification needs two or more", split.source, split.classes.len());
     }
@@ -465,10 +486,11 @@ pub fn evaluate(args: &Args) -> Result<Report> {
     if !args.quiet {
         eprintln!("{}: {train_count} train / {test_count} test images, {} classes", split.source, split.classes.len());
     }
-    let task = Task { cfg, file, norm: vit.norm.clone(), split, args: args.clone() };
+    let norm = net.norm().clone();
+    let task = Task { net: net.clone(), file, norm, split, args: args.clone() };
     let out = crate::train::with_compute_backend(args.backend, task)??;
     Ok(Report {
-        vit,
+        net,
         data_source: out.split.source,
         classes: out.split.classes,
         train_count,
@@ -478,6 +500,13 @@ pub fn evaluate(args: &Args) -> Result<Report> {
         baseline: out.baseline,
         seconds: t0.elapsed().as_secs_f64(),
     })
+}
+
+/// `path` as a backbone ([`backbone_from_file`]): a Swin classifier, or a ViT as
+/// `patchwork attention` reads it (`heads` is `--heads`).
+fn load_backbone(path: &Path, heads: Option<usize>) -> Result<(BackboneModel, TensorFile)> {
+    let file = TensorFile::load(path).with_context(|| format!("loading model {}", path.display()))?;
+    backbone_from_file(file, heads).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
 /// A fraction or a time to 6 decimals.
@@ -535,9 +564,16 @@ impl Report {
         };
         let mut out = json!({
             "model": args.model.display().to_string(),
-            "model_source": self.vit.source,
-            "config": self.vit.cfg,
-            "pooling": self.vit.cfg.global_pool,
+            "model_source": self.source(),
+            "config": match &self.net {
+                BackboneModel::Vit(vm) => json!(vm.cfg),
+                BackboneModel::Swin(c, _) => json!(c),
+            },
+            "backbone": if matches!(self.net, BackboneModel::Swin(..)) { "swin" } else { "vit" },
+            "pooling": match &self.net {
+                BackboneModel::Vit(vm) => vm.cfg.global_pool.clone(),
+                BackboneModel::Swin(c, _) => c.global_pool.clone(),
+            },
             "data": args.data,
             "data_source": self.data_source,
             "classes": self.classes.len(),
@@ -558,24 +594,41 @@ impl Report {
         out
     }
 
+    fn source(&self) -> String {
+        match &self.net {
+            BackboneModel::Vit(vm) => vm.source.clone(),
+            BackboneModel::Swin(..) => "swin_config metadata".into(),
+        }
+    }
+
     pub fn print_table(&self, args: &Args) {
-        let c = &self.vit.cfg;
-        let pooled = if c.global_pool == "avg" {
-            "mean of the patch tokens after fc_norm"
-        } else {
-            "class token after the final norm"
+        let what = match &self.net {
+            BackboneModel::Vit(vm) => {
+                let c = &vm.cfg;
+                let pooled = if c.global_pool == "avg" {
+                    "mean of the patch tokens after fc_norm"
+                } else {
+                    "class token after the final norm"
+                };
+                format!(
+                    "ViT {}×{}, patch {}, {} channel(s), width {}, depth {}; features: {pooled}",
+                    c.img_size[0], c.img_size[1], c.patch_size, c.in_chans, c.embed_dim, c.depth
+                )
+            }
+            BackboneModel::Swin(c, _) => {
+                let widths: Vec<String> = (0..c.stages()).map(|i| c.dim(i).to_string()).collect();
+                format!(
+                    "Swin {}×{}, patch {}, {} channel(s), widths {}, depths {:?}; features: mean of the final tokens after the norm",
+                    c.img_size[0],
+                    c.img_size[1],
+                    c.patch_size,
+                    c.in_chans,
+                    widths.join("→"),
+                    c.depths
+                )
+            }
         };
-        println!(
-            "model    {} ({}): ViT {}×{}, patch {}, {} channel(s), width {}, depth {}; features: {pooled}",
-            args.model.display(),
-            self.vit.source,
-            c.img_size[0],
-            c.img_size[1],
-            c.patch_size,
-            c.in_chans,
-            c.embed_dim,
-            c.depth,
-        );
+        println!("model    {} ({}): {what}", args.model.display(), self.source());
         println!(
             "data     {}: {} train / {} test images, {} classes",
             self.data_source,
@@ -643,11 +696,9 @@ pub fn run(args: Args) -> Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub(crate) mod tests_support {
+    use super::Args;
     use clap::Parser;
-    use image::{Rgb, RgbImage};
-    use patchwork_compute::{Cpu, Tensor};
 
     #[derive(Parser)]
     struct Cli {
@@ -655,11 +706,20 @@ mod tests {
         args: Args,
     }
 
-    fn args(extra: &[&str]) -> Args {
+    /// Eval's flags for a test: the CPU backend, quiet, a 5-epoch probe, and `extra`.
+    pub fn args(extra: &[&str]) -> Args {
         let mut argv = vec!["t", "--backend", "cpu", "--quiet", "--epochs", "5"];
         argv.extend(extra);
         Cli::try_parse_from(argv).unwrap().args
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tests_support::args;
+    use super::*;
+    use image::{Rgb, RgbImage};
+    use patchwork_compute::{Cpu, Tensor, VitConfig};
 
     /// A tiny random ViT with `vit_config` and `normalize` metadata, as DINO runs write.
     fn tiny_model(dir: &Path, img: usize, patch: usize, chans: usize) -> String {
@@ -791,7 +851,7 @@ mod tests {
             "{:#}",
             evaluate(&args(&["--model", path.to_str().unwrap(), "--data", "fashion-mnist"])).err().unwrap()
         );
-        assert!(e.contains("is not a ViT that eval can read") && e.contains("not a timm-named ViT"), "{e}");
+        assert!(e.contains("is not a ViT or Swin that eval can read") && e.contains("not a timm-named ViT"), "{e}");
 
         let mut dino = TensorFile::default();
         dino.metadata.insert("method".into(), "dino".into());

@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context, Result};
 use patchwork_compute::rng::Rng;
-use patchwork_compute::train::{self as engine, RunConfig, Sampler, Trainer};
+use patchwork_compute::train::{self as engine, BackboneKind, RunConfig, Sampler, Trainer};
 pub use patchwork_compute::train::{Method, Schedule, METHODS};
 use patchwork_compute::{block_on, TensorFile};
 use serde_json::json;
@@ -45,6 +45,10 @@ pub struct Args {
     /// labels) or of idx files.
     #[arg(long, required_unless_present = "resume")]
     pub data: Option<String>,
+    /// The backbone: `vit`, or `swin` for the supervised baseline (two stages of shifted
+    /// windows built from the ViT's sizes: half the width and heads, then the full ones).
+    #[arg(long, default_value = "vit", value_parser = backbone_parser)]
+    pub backbone: BackboneKind,
     /// Optimiser steps of the whole run (the schedule spans them).
     #[arg(long, required_unless_present = "resume")]
     pub steps: Option<usize>,
@@ -113,6 +117,10 @@ pub struct Args {
     /// No progress output.
     #[arg(long)]
     pub quiet: bool,
+}
+
+fn backbone_parser(s: &str) -> Result<BackboneKind, String> {
+    BackboneKind::parse(s).ok_or_else(|| format!("`{s}` is not a backbone: vit or swin"))
 }
 
 pub fn parse_scale(s: &str) -> Result<(f32, f32), String> {
@@ -279,6 +287,13 @@ pub fn train(args: Args) -> Result<String> {
     let (images, batch, chans) = (data.len(), schedule.batch, schedule.in_chans);
     let classes =
         data.labels.as_ref().map_or(0, |l| data.classes.len().max(l.iter().max().map_or(0, |m| *m as usize + 1)));
+    if resume.is_none() && !args.backbone.trains(schedule.method) {
+        bail!(
+            "--backbone {}: {} trains a ViT here; Swin is for the supervised baseline",
+            args.backbone.name(),
+            schedule.method.name()
+        );
+    }
     let config = match (&resume, schedule.method) {
         (None, Method::Supervised) => {
             if classes == 0 {
@@ -287,9 +302,18 @@ pub fn train(args: Args) -> Result<String> {
                     data.name
                 );
             }
+            use patchwork_compute::train::supervised::{Arch, SupervisedRun};
             let run = dino::run_from_args(&args.mae, &args.dino, &spec, chans, images, batch)?;
             let vit = patchwork_compute::VitConfig { num_classes: classes, ..run.model.vit };
-            RunConfig::Supervised(patchwork_compute::train::supervised::SupervisedRun { vit, fine_tuned_from: None })
+            let arch = match args.backbone {
+                BackboneKind::Vit => Arch::Vit(vit),
+                BackboneKind::Swin => {
+                    let swin = patchwork_compute::train::swin_like(&vit);
+                    swin.validate()?;
+                    Arch::Swin(swin)
+                }
+            };
+            RunConfig::Supervised(SupervisedRun { arch, fine_tuned_from: None })
         }
         (Some((_, r)), _) => r.config.clone(),
         (None, Method::Mae) => RunConfig::Mae(mae.expect("an MAE config")),
@@ -660,6 +684,34 @@ mod tests {
         assert_eq!(ckpt.metadata["format"], patchwork_compute::train::CHECKPOINT_FORMAT);
         let step: usize = ckpt.metadata["step"].parse().unwrap();
         assert!(e.contains(&format!("(step {step})")), "{e}");
+    }
+
+    /// `--backbone swin` trains a Swin classifier whose model file `patchwork eval` scores on
+    /// its pooled features; the self-supervised methods refuse it.
+    #[test]
+    fn a_swin_classifier_trains_and_evaluates() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("swin.safetensors");
+        let o = out.to_str().unwrap();
+        let flags = ["--method", "supervised", "--backbone", "swin", "--local-size", "14", "--steps", "3", "--out", o];
+        let args = micro(dir.path(), &flags);
+        train(args).unwrap();
+        let file = TensorFile::load(&out).unwrap();
+        let cfg = patchwork_compute::SwinConfig::from_json(&file.metadata["swin_config"]).unwrap();
+        assert_eq!((cfg.depths.clone(), cfg.num_features(), cfg.num_classes), (vec![1, 1], 16, 10));
+        assert!(file.tensors.contains_key("layers.1.blocks.0.attn.relative_position_bias_table"));
+        let data = dir.path().join("data");
+        crate::data::tests_support::write_idx(&data, "t10k", 10);
+        let eval_args = crate::eval::tests_support::args(&["--model", o, "--data", data.to_str().unwrap(), "--json"]);
+        let r = crate::eval::evaluate(&eval_args).unwrap().to_json(&eval_args);
+        assert_eq!(
+            (r["backbone"].as_str(), r["dim"].as_u64(), r["pooling"].as_str()),
+            (Some("swin"), Some(16), Some("avg"))
+        );
+        assert!(r["knn"]["top1"].as_f64().unwrap() >= 0.0 && r["linear"]["top1"].as_f64().unwrap() >= 0.0);
+        let dino = micro(dir.path(), &["--method", "dino", "--backbone", "swin", "--steps", "1", "--out", o]);
+        let e = train(dino).unwrap_err().to_string();
+        assert!(e.contains("--backbone swin") && e.contains("supervised"), "{e}");
     }
 
     #[test]

@@ -162,7 +162,8 @@ pub fn vit_from_file(file: TensorFile, heads: Option<usize>) -> Result<(VitModel
     // `config` instead: its backbone (the teacher, for DINO and iBOT) is at the top level.
     let run_backbone = match (meta("vit_config"), meta("method").and_then(|m| Method::parse(&m)), meta("config")) {
         (None, Some(method), Some(config)) if method != Method::Mae => {
-            Some(RunConfig::from_json(method, &config)?.backbone().expect("not an MAE"))
+            let run = RunConfig::from_json(method, &config)?;
+            Some(run.backbone().ok_or("a Swin classifier's checkpoint, not a ViT's")?)
         }
         _ => None,
     };
@@ -238,6 +239,58 @@ pub fn vit_from_file(file: TensorFile, heads: Option<usize>) -> Result<(VitModel
         ));
     }
     Ok((VitModel { cfg, norm, source, prefix, ignored }, file))
+}
+
+/// A model file's backbone for frozen features: a ViT, or a Swin classifier.
+#[derive(Clone, Debug)]
+pub enum BackboneModel {
+    Vit(VitModel),
+    Swin(crate::SwinConfig, Normalize),
+}
+
+impl BackboneModel {
+    /// Input side, channels and the width of the pooled features.
+    pub fn shape(&self) -> (usize, usize, usize) {
+        match self {
+            BackboneModel::Vit(m) => (m.cfg.img_size[0], m.cfg.in_chans, m.cfg.embed_dim),
+            BackboneModel::Swin(c, _) => (c.img_size[0], c.in_chans, c.num_features()),
+        }
+    }
+    pub fn norm(&self) -> &Normalize {
+        match self {
+            BackboneModel::Vit(m) => &m.norm,
+            BackboneModel::Swin(_, n) => n,
+        }
+    }
+}
+
+/// Read `file` as a backbone: a Swin classifier (`swin_config` metadata, or a supervised
+/// Swin run's checkpoint), else a ViT as [`vit_from_file`] reads it (`heads` as there). The
+/// file returned holds exactly the backbone's tensors (with a Swin's head).
+pub fn backbone_from_file(file: TensorFile, heads: Option<usize>) -> Result<(BackboneModel, TensorFile), String> {
+    let meta = |k: &str| file.metadata.get(k).cloned();
+    let swin = match (meta("swin_config"), meta("method").and_then(|m| Method::parse(&m)), meta("config")) {
+        (Some(s), _, _) => {
+            Some(crate::SwinConfig::from_json(&s).map_err(|e| format!("reading the model's `swin_config`: {e}"))?)
+        }
+        (None, Some(method), Some(config)) if meta("vit_config").is_none() => {
+            RunConfig::from_json(method, &config)?.swin()
+        }
+        _ => None,
+    };
+    let Some(cfg) = swin else {
+        let (vm, file) = vit_from_file(file, heads)?;
+        return Ok((BackboneModel::Vit(vm), file));
+    };
+    let mut file = file;
+    let names: Vec<String> = cfg.param_shapes().into_iter().map(|(n, _)| n).collect();
+    file.tensors.retain(|k, _| names.contains(k));
+    file.check_names(&cfg.param_shapes(), |_| true).map_err(|e| format!("does not fit its Swin config: {e}"))?;
+    let norm = match file.metadata.get("normalize") {
+        Some(s) => serde_json::from_str(s).map_err(|e| format!("reading the model's `normalize` metadata: {e}"))?,
+        None => Normalize::imagenet(cfg.in_chans),
+    };
+    Ok((BackboneModel::Swin(cfg, norm), file))
 }
 
 /// Take MAE's decoder, mask token and any optimiser moments out of `file`; their names.

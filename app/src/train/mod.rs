@@ -18,17 +18,17 @@ pub mod page;
 use std::rc::Rc;
 
 use leptos::prelude::*;
-use patchwork_compute::attention::vit_from_file;
+use patchwork_compute::attention::{backbone_from_file, vit_from_file, BackboneModel};
 use patchwork_compute::augment::Image;
 use patchwork_compute::eval::{knn_votes, l2_normalize, top_k_accuracy, train_linear, LinearConfig};
 use patchwork_compute::model_file::Normalize;
 use patchwork_compute::rng::Rng;
-use patchwork_compute::train::supervised::{SupervisedRun, SupervisedTrainer};
+use patchwork_compute::train::supervised::{Arch, SupervisedRun, SupervisedTrainer};
 use patchwork_compute::train::{
-    checkpoint_file, model_file, read_checkpoint, restore, ImageSet, Method, RunConfig, Sampler, Schedule, Sizes,
-    Trainer,
+    checkpoint_file, model_file, read_checkpoint, restore, swin_like, BackboneKind, ImageSet, Method, RunConfig,
+    Sampler, Schedule, Sizes, Trainer,
 };
-use patchwork_compute::{Backbone, Backend, Cpu, Gpu, TensorFile, Vit};
+use patchwork_compute::{Backbone, Backend, Cpu, Gpu, Swin, TensorFile, Vit};
 use serde::{Deserialize, Serialize};
 
 use crate::browser;
@@ -59,11 +59,29 @@ impl Preset {
         }
     }
 
-    /// E.g. "tiny (ViT 64×2, patch 4)"; on the photos also the input side.
-    pub fn label_for(self, data: &DataChoice) -> String {
+    /// E.g. "tiny (ViT 64×2, patch 4)" or "tiny (Swin 32→64, 1+1 blocks, patch 4)"; on the
+    /// photos also the input side.
+    pub fn label_for(self, data: &DataChoice, backbone: BackboneKind) -> String {
         let s = TrainForm { preset: self, data: data.clone(), ..TrainForm::default() }.sizes();
         let input = if *data == DataChoice::Photos { format!("{} px colour, ", s.img_size) } else { String::new() };
-        format!("{} (ViT {}×{}, {input}patch {})", self.slug(), s.embed_dim, s.depth, s.patch_size)
+        let model = match backbone {
+            BackboneKind::Vit => format!("ViT {}×{}", s.embed_dim, s.depth),
+            BackboneKind::Swin => {
+                let vit = patchwork_compute::VitConfig {
+                    img_size: [s.img_size; 2],
+                    patch_size: s.patch_size,
+                    embed_dim: s.embed_dim,
+                    depth: s.depth,
+                    num_heads: s.heads,
+                    ..Default::default()
+                };
+                let c = swin_like(&vit);
+                let widths: Vec<String> = (0..c.stages()).map(|i| c.dim(i).to_string()).collect();
+                let depths: Vec<String> = c.depths.iter().map(|d| d.to_string()).collect();
+                format!("Swin {}, {} blocks", widths.join("→"), depths.join("+"))
+            }
+        };
+        format!("{} ({model}, {input}patch {})", self.slug(), s.patch_size)
     }
 
     pub fn parse(s: &str) -> Option<Preset> {
@@ -92,6 +110,7 @@ impl Preset {
             local_size,
             local_crops,
             classes: 10,
+            backbone: BackboneKind::Vit,
         }
     }
 }
@@ -129,15 +148,20 @@ pub struct TrainForm {
     pub fine_tune_from: Option<String>,
     #[serde(default)]
     pub data: DataChoice,
+    /// ViT, or Swin for the supervised baseline.
+    #[serde(default)]
+    pub backbone: BackboneKind,
 }
 
 impl TrainForm {
-    /// The model sizes of the form's preset for its data (28×28 grey, or colour photos).
+    /// The model sizes of the form's preset and backbone for its data (28×28 grey, or
+    /// colour photos).
     pub fn sizes(&self) -> Sizes {
-        match self.data {
+        let sizes = match self.data {
             DataChoice::Photos => self.preset.photo_sizes(),
             _ => self.preset.sizes(),
-        }
+        };
+        Sizes { backbone: self.backbone, ..sizes }
     }
 }
 
@@ -156,6 +180,7 @@ impl Default for TrainForm {
             eval_test: 500,
             fine_tune_from: None,
             data: DataChoice::Fashion,
+            backbone: BackboneKind::Vit,
         }
     }
 }
@@ -170,6 +195,12 @@ impl TrainForm {
         }
         if let Some(lr) = self.lr.filter(|lr| !(lr.is_finite() && *lr > 0.0)) {
             return Err(format!("learning rate {lr} must be a positive number"));
+        }
+        if !self.backbone.trains(self.method) {
+            return Err(format!("{} trains a ViT here; Swin is for the supervised baseline", self.method.info().title));
+        }
+        if self.backbone == BackboneKind::Swin && self.fine_tune_from.is_some() {
+            return Err("the bundled models are ViTs: a Swin trains from random weights".into());
         }
         Ok(())
     }
@@ -506,16 +537,23 @@ async fn sleep_ms(ms: i32) {
 
 /// The pooled ([CLS]) features `[n, D]` of the first `n` images of `set`, normalised with
 /// the model's `norm` (as `patchwork eval` feeds them).
-async fn features<B: Backend>(be: &B, vit: &Vit<B>, set: &ImageSet, n: usize, norm: &Normalize) -> Vec<f32> {
-    let (n, size) = (n.min(set.images.len()), vit.cfg.img_size[0]);
-    let mut out = Vec::with_capacity(n * vit.cfg.embed_dim);
+async fn features<B: Backend, M: Backbone<B>>(
+    be: &B,
+    model: &M,
+    size: usize,
+    set: &ImageSet,
+    n: usize,
+    norm: &Normalize,
+) -> Vec<f32> {
+    let n = n.min(set.images.len());
+    let mut out = Vec::with_capacity(n * model.embed_dim());
     for chunk in set.images[..n].chunks(100) {
-        let mut x = Vec::with_capacity(chunk.len() * size * size * vit.cfg.in_chans);
+        let mut x = Vec::with_capacity(chunk.len() * size * size * norm.mean.len());
         for img in chunk {
             patchwork_compute::augment::centre_fit(img, size).push_chw(&norm.mean, &norm.std, &mut x);
         }
-        let saved = Backbone::forward(vit, be, &be.upload(&x), chunk.len());
-        out.extend(be.read(vit.pooled(&saved)).await);
+        let saved = model.forward(be, &be.upload(&x), chunk.len());
+        out.extend(be.read(model.pooled(&saved)).await);
         next_tick().await;
     }
     out
@@ -532,11 +570,25 @@ pub async fn evaluate<B: Backend>(
     eval_train: usize,
     eval_test: usize,
 ) -> Result<(f64, f64), String> {
-    let (vm, file) = vit_from_file(model, None)?;
-    let vit = Vit::from_file(be, vm.cfg.clone(), &file).map_err(|e| e.to_string())?;
-    let dim = vm.cfg.embed_dim;
-    let mut tr = features(be, &vit, &data.train, eval_train, &vm.norm).await;
-    let mut te = features(be, &vit, &data.test, eval_test, &vm.norm).await;
+    let (bm, file) = backbone_from_file(model, None)?;
+    let (size, _, dim) = bm.shape();
+    let norm = bm.norm().clone();
+    let (mut tr, mut te) = match &bm {
+        BackboneModel::Vit(vm) => {
+            let m = Vit::from_file(be, vm.cfg.clone(), &file).map_err(|e| e.to_string())?;
+            (
+                features(be, &m, size, &data.train, eval_train, &norm).await,
+                features(be, &m, size, &data.test, eval_test, &norm).await,
+            )
+        }
+        BackboneModel::Swin(cfg, _) => {
+            let m = Swin::from_file(be, cfg.clone(), &file).map_err(|e| e.to_string())?;
+            (
+                features(be, &m, size, &data.train, eval_train, &norm).await,
+                features(be, &m, size, &data.test, eval_test, &norm).await,
+            )
+        }
+    };
     let label = |s: &ImageSet, n: usize| s.labels.as_ref().map(|l| l[..n.min(l.len())].to_vec()).unwrap_or_default();
     let (ytr, yte) = (label(&data.train, eval_train), label(&data.test, eval_test));
     let classes = data.classes.len().max(1);
@@ -548,7 +600,7 @@ pub async fn evaluate<B: Backend>(
     Ok((top_k_accuracy(&votes, &yte, classes, 1) * 100.0, linear))
 }
 
-/// The classifier in `model` (a ViT with its head) on the first `n` images of `set`:
+/// The classifier in `model` (a ViT or Swin with its head) on the first `n` images of `set`:
 /// top-1 accuracy in percent and the confusion matrix `[true][predicted]`.
 pub async fn classify<B: Backend>(
     be: &B,
@@ -556,21 +608,18 @@ pub async fn classify<B: Backend>(
     set: &ImageSet,
     n: usize,
 ) -> Result<(f64, Vec<Vec<u32>>), String> {
-    let cfg: patchwork_compute::VitConfig =
-        serde_json::from_str(model.metadata.get("vit_config").ok_or("the model has no vit_config")?)
-            .map_err(|e| e.to_string())?;
-    let classes = cfg.num_classes;
-    let vit = Vit::from_file(be, cfg, &model).map_err(|e| e.to_string())?;
+    let arch = Arch::from_model_file(&model)?;
+    let classes = arch.num_classes();
+    let classifier = arch.classifier(be, &model)?;
     let labels = set.labels.as_ref().ok_or("the held-out images have no labels")?;
-    let (n, size, norm) = (n.min(set.images.len()), vit.cfg.img_size[0], set.norm.clone());
+    let (n, size, norm) = (n.min(set.images.len()), arch.img_size(), set.norm.clone());
     let mut confusion = vec![vec![0u32; classes]; classes];
     for (c, chunk) in set.images[..n].chunks(100).enumerate() {
         let mut x = Vec::new();
         for img in chunk {
             patchwork_compute::augment::centre_fit(img, size).push_chw(&norm.mean, &norm.std, &mut x);
         }
-        let fwd = vit.forward(be, &be.upload(&x), chunk.len());
-        let logits = be.read(fwd.logits.as_ref().ok_or("the model has no classification head")?).await;
+        let logits = be.read(&classifier.logits(be, &be.upload(&x), chunk.len())).await;
         for (i, row) in logits.chunks(classes).enumerate() {
             let pred = row.iter().enumerate().fold(0, |best, (k, &v)| if v > row[best] { k } else { best });
             let truth = labels[c * 100 + i] as usize;
@@ -597,7 +646,7 @@ async fn fine_tune_source(name: &str) -> Result<(SupervisedRun, TensorFile), Str
         ));
     }
     let vit = patchwork_compute::VitConfig { num_classes: 1, ..vm.cfg };
-    Ok((SupervisedRun { vit, fine_tuned_from: Some(name.to_string()) }, backbone))
+    Ok((SupervisedRun { arch: Arch::Vit(vit), fine_tuned_from: Some(name.to_string()) }, backbone))
 }
 
 /// Images of the test split an MAE run reconstructs at every evaluation.
@@ -686,7 +735,7 @@ async fn drive<B: Backend>(
                     if data.classes.is_empty() {
                         return Err("fine-tuning needs labelled images (class subfolders)".into());
                     }
-                    run.vit.num_classes = data.classes.len();
+                    run.arch.set_num_classes(data.classes.len());
                     Box::new(SupervisedTrainer::fine_tune(be, run, &backbone, s.seed)?)
                 }
                 _ => {

@@ -6,7 +6,7 @@ use std::rc::Rc;
 
 use leptos::prelude::*;
 use leptos::task::spawn_local;
-use patchwork_compute::train::{Method, METHODS};
+use patchwork_compute::train::{BackboneKind, Method, METHODS};
 
 use super::TrainForm;
 use super::{
@@ -327,8 +327,8 @@ pub fn TrainPage(backend: Signal<Option<BackendKind>>) -> impl IntoView {
         <section class="panel train" data-testid="page-train">
             <h2>"Train"</h2>
             <p class="note">
-                "Train a ViT in this tab, on the bundled Fashion-MNIST subset (2 000 training, 1 000 held-out test images) or on a folder of your own images (one subfolder per class; pick it or drop it on the settings; nothing leaves your machine). "
-                "Every few steps the backbone's [CLS] features are scored on the held-out images with DINO's weighted kNN (k = 20, T = 0.07) and a linear probe. "
+                "Train a ViT in this tab (or a Swin, for the supervised baseline) on the bundled Fashion-MNIST subset (2 000 training, 1 000 held-out test images), the bundled photos, or a folder of your own images (one subfolder per class; pick it or drop it on the settings; nothing leaves your machine). "
+                "Every few steps the backbone's pooled features (the ViT's [CLS] token, Swin's mean token) are scored on the held-out images with DINO's weighted kNN (k = 20, T = 0.07) and a linear probe. "
                 "Checkpoints go to this browser's storage: reload the page and the run can be resumed with its curves."
             </p>
             <Show when=move || saved.with(Option::is_some) && !active.get()>
@@ -339,7 +339,10 @@ pub fn TrainPage(backend: Signal<Option<BackendKind>>) -> impl IntoView {
                             .map(|(s, form)| {
                                 let finished = form.as_ref().is_some_and(|f| s.step >= f.steps);
                                 let what = form
-                                    .map(|f| format!("{} · {} · step {} of {}", f.method.info().title, f.preset.slug(), s.step, f.steps))
+                                    .map(|f| {
+                                        let swin = if f.backbone == BackboneKind::Swin { " Swin" } else { "" };
+                                        format!("{} · {}{swin} · step {} of {}", f.method.info().title, f.preset.slug(), s.step, f.steps)
+                                    })
                                     .unwrap_or_else(|| format!("step {}", s.step));
                                 let kind = if finished { "The last run, finished" } else { "A saved run" };
                                 format!("{kind}: {} ({}, {:.1} MB).", what, s.id, s.bytes as f64 / 1e6)
@@ -368,7 +371,12 @@ pub fn TrainPage(backend: Signal<Option<BackendKind>>) -> impl IntoView {
                         prop:disabled=move || active.get()
                         on:change=move |ev| {
                             if let Some(m) = Method::parse(&event_target_value(&ev)) {
-                                sig.form.update(|f| f.method = m);
+                                sig.form.update(|f| {
+                                    f.method = m;
+                                    if !f.backbone.trains(m) {
+                                        f.backbone = BackboneKind::Vit;
+                                    }
+                                });
                             }
                         }
                     >
@@ -386,6 +394,43 @@ pub fn TrainPage(backend: Signal<Option<BackendKind>>) -> impl IntoView {
                 </label>
                 <label class="setting">
                     "Backbone "
+                    <select
+                        data-testid="train-backbone"
+                        prop:disabled=move || active.get()
+                        on:change=move |ev| {
+                            if let Some(b) = BackboneKind::parse(&event_target_value(&ev)) {
+                                sig.form.update(|f| {
+                                    f.backbone = b;
+                                    if b == BackboneKind::Swin {
+                                        f.fine_tune_from = None;
+                                    }
+                                });
+                            }
+                        }
+                    >
+                        {BackboneKind::ALL
+                            .map(|b| {
+                                let why = if b == BackboneKind::Swin {
+                                    "Swin: shifted windows in two stages; here for the supervised baseline (MAE, DINO and iBOT train a ViT)"
+                                } else {
+                                    "ViT: one grid of patches and a class token"
+                                };
+                                view! {
+                                    <option
+                                        value=b.name()
+                                        title=why
+                                        selected=move || sig.form.with(|f| f.backbone == b)
+                                        prop:disabled=move || sig.form.with(|f| !b.trains(f.method))
+                                    >
+                                        {b.title()}
+                                    </option>
+                                }
+                            })
+                            .collect_view()}
+                    </select>
+                </label>
+                <label class="setting">
+                    "Size "
                     <select data-testid="train-preset" prop:disabled=move || active.get() on:change=move |ev| {
                         if let Some(p) = Preset::parse(&event_target_value(&ev)) {
                             sig.form.update(|f| f.preset = p);
@@ -395,14 +440,14 @@ pub fn TrainPage(backend: Signal<Option<BackendKind>>) -> impl IntoView {
                             .map(|p| {
                                 view! {
                                     <option value=p.slug() selected=move || sig.form.with(|f| f.preset == p)>
-                                        {move || sig.form.with(|f| p.label_for(&f.data))}
+                                        {move || sig.form.with(|f| p.label_for(&f.data, f.backbone))}
                                     </option>
                                 }
                             })
                             .collect_view()}
                     </select>
                 </label>
-                <Show when=move || sig.form.with(|f| f.method == Method::Supervised)>
+                <Show when=move || sig.form.with(|f| f.method == Method::Supervised && f.backbone == BackboneKind::Vit)>
                     <label class="setting">
                         "Start from "
                         <select

@@ -361,14 +361,25 @@ impl RunConfig {
         }
     }
 
-    /// The ViT a DINO/iBOT teacher or a classifier is (not MAE's, whose encoder has no
-    /// `VitConfig` of its own).
+    /// The ViT a DINO/iBOT teacher or a ViT classifier is (not MAE's, whose encoder has no
+    /// `VitConfig` of its own, nor a Swin classifier's: see [`RunConfig::swin`]).
     pub fn backbone(&self) -> Option<crate::VitConfig> {
         match self {
             RunConfig::Mae(_) => None,
             RunConfig::Dino(r) => Some(r.model.vit.clone()),
             RunConfig::Ibot(r) => Some(r.model.vit.clone()),
-            RunConfig::Supervised(r) => Some(r.vit.clone()),
+            RunConfig::Supervised(r) => match &r.arch {
+                supervised::Arch::Vit(c) => Some(c.clone()),
+                supervised::Arch::Swin(_) => None,
+            },
+        }
+    }
+
+    /// The Swin a supervised Swin run trains.
+    pub fn swin(&self) -> Option<crate::SwinConfig> {
+        match self {
+            RunConfig::Supervised(supervised::SupervisedRun { arch: supervised::Arch::Swin(c), .. }) => Some(c.clone()),
+            _ => None,
         }
     }
 
@@ -378,7 +389,7 @@ impl RunConfig {
             RunConfig::Mae(c) => c.img_size,
             RunConfig::Dino(r) => r.model.vit.img_size[0],
             RunConfig::Ibot(r) => r.model.vit.img_size[0],
-            RunConfig::Supervised(r) => r.vit.img_size[0],
+            RunConfig::Supervised(r) => r.arch.img_size(),
         }
     }
 }
@@ -405,6 +416,71 @@ pub struct Sizes {
     pub local_crops: usize,
     /// Classes of the supervised head.
     pub classes: usize,
+    /// The backbone's kind (MAE, DINO and iBOT train a ViT; the supervised baseline either).
+    #[serde(default)]
+    pub backbone: BackboneKind,
+}
+
+/// Which transformer a run trains.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackboneKind {
+    #[default]
+    Vit,
+    Swin,
+}
+
+impl BackboneKind {
+    pub const ALL: [BackboneKind; 2] = [BackboneKind::Vit, BackboneKind::Swin];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            BackboneKind::Vit => "vit",
+            BackboneKind::Swin => "swin",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|b| b.name() == s)
+    }
+
+    pub fn title(self) -> &'static str {
+        match self {
+            BackboneKind::Vit => "ViT",
+            BackboneKind::Swin => "Swin",
+        }
+    }
+
+    /// Whether `method` trains this backbone here.
+    pub fn trains(self, method: Method) -> bool {
+        self == BackboneKind::Vit || method == Method::Supervised
+    }
+}
+
+/// The Swin classifier a ViT's sizes give: the ViT's patches; two stages (one on a grid
+/// under 4×4) whose last has the ViT's width and heads, the first half of each; the ViT's
+/// depth split between them; windows of half the grid (rounded up), so stage 0 has 2×2
+/// windows and its odd blocks shift.
+pub fn swin_like(v: &crate::VitConfig) -> crate::SwinConfig {
+    let grid = v.img_size[0] / v.patch_size.max(1);
+    let (half, rest) = ((v.depth / 2).max(1), (v.depth - v.depth / 2).max(1));
+    let (embed_dim, depths, num_heads) = if grid >= 4 && v.embed_dim.is_multiple_of(2) && v.num_heads >= 2 {
+        (v.embed_dim / 2, vec![half, rest], vec![v.num_heads / 2, v.num_heads])
+    } else {
+        (v.embed_dim, vec![v.depth.max(1)], vec![v.num_heads])
+    };
+    crate::SwinConfig {
+        img_size: v.img_size,
+        patch_size: v.patch_size,
+        in_chans: v.in_chans,
+        embed_dim,
+        depths,
+        num_heads,
+        window_size: crate::swin::WindowSize::One(grid.div_ceil(2).max(1)),
+        num_classes: v.num_classes,
+        drop_path_rate: 0.0,
+        ..crate::SwinConfig::default()
+    }
 }
 
 impl RunConfig {
@@ -413,6 +489,13 @@ impl RunConfig {
     /// of `images` at `batch`; iBOT: prediction ratio 0 or 0.3 ± 0.2).
     pub fn standard(method: Method, z: &Sizes, images: usize, batch: usize) -> Result<Self, String> {
         use crate::heads::DinoHeadConfig;
+        if !z.backbone.trains(method) {
+            return Err(format!(
+                "{} trains a ViT here; a {} backbone is for the supervised baseline",
+                method.name(),
+                z.backbone.title()
+            ));
+        }
         use crate::methods::dino_train::DinoConfig;
         let vit = crate::VitConfig {
             img_size: [z.img_size; 2],
@@ -472,8 +555,15 @@ impl RunConfig {
                 if z.classes == 0 {
                     return Err("supervised training needs labelled data (classes > 0)".into());
                 }
-                let vit = crate::VitConfig { num_classes: z.classes, ..dino.vit };
-                RunConfig::Supervised(supervised::SupervisedRun { vit, fine_tuned_from: None })
+                let arch = match z.backbone {
+                    BackboneKind::Vit => supervised::Arch::Vit(crate::VitConfig { num_classes: z.classes, ..dino.vit }),
+                    BackboneKind::Swin => {
+                        let swin = swin_like(&crate::VitConfig { num_classes: z.classes, ..dino.vit });
+                        swin.validate().map_err(|e| e.to_string())?;
+                        supervised::Arch::Swin(swin)
+                    }
+                };
+                RunConfig::Supervised(supervised::SupervisedRun { arch, fine_tuned_from: None })
             }
             Method::Ibot => {
                 let run = dino::DinoRun { model: dino, recipe };
@@ -676,6 +766,7 @@ mod tests {
             local_size: 14,
             local_crops: 2,
             classes: 10,
+            backbone: BackboneKind::Vit,
         }
     }
 
@@ -712,6 +803,45 @@ mod tests {
             let mut rng2 = r.rng.clone();
             let (a, b) = (run(&mut t, 2, &mut rng), run(&mut back, 2, &mut rng2));
             assert_eq!(a, b, "{}: the third step's loss after a restore", info.name);
+        }
+    }
+
+    /// A Swin classifier resumes exactly too; the self-supervised methods refuse a Swin.
+    #[test]
+    fn a_swin_classifier_resumes_from_its_checkpoint_exactly() {
+        let (be, data) = (crate::Cpu, images(6));
+        let sizes = Sizes { backbone: BackboneKind::Swin, ..micro() };
+        let cfg = RunConfig::standard(Method::Supervised, &sizes, data.len(), 2).unwrap();
+        let swin = cfg.swin().expect("a Swin run");
+        assert_eq!((swin.depths.clone(), swin.num_heads.clone(), swin.num_features()), (vec![1, 1], vec![1, 2], 16));
+        assert_eq!(swin.geom(0, 1).windows(), 4, "stage 0: 2×2 windows of the 4×4 grid");
+        assert!(swin.geom(0, 1).shifted());
+        let s = Schedule::defaults(Method::Supervised, "test", 1, 3, 2);
+        let mut t = cfg.trainer(&be, &s);
+        let (lrs, mut rng, mut sampler) = (s.lrs(), s.data_rng(), Sampler::new(s.seed, data.len()));
+        let mut run = |t: &mut Box<dyn Trainer<crate::Cpu>>, step: usize, rng: &mut Rng| {
+            let idx = sampler.indices(step, s.batch);
+            crate::block_on(t.step(&be, &data, &idx, step, rng, s.step_config(lrs[step])))
+        };
+        for step in 0..2 {
+            assert!(run(&mut t, step, &mut rng).is_finite(), "step {step}");
+        }
+        let file = crate::block_on(checkpoint_file(&be, t.as_ref(), &s, &data.norm, 2, &rng, 1.0));
+        let file = TensorFile::from_bytes(&file.to_bytes()).unwrap();
+        assert!(
+            file.tensors.contains_key("head.fc.weight")
+                && file.tensors.contains_key("layers.1.blocks.0.attn.qkv.weight")
+        );
+        let r = read_checkpoint(&file).unwrap();
+        assert_eq!(r.config, cfg);
+        let mut back = restore(&be, &r, &file).unwrap();
+        let mut rng2 = r.rng.clone();
+        assert_eq!(run(&mut t, 2, &mut rng), run(&mut back, 2, &mut rng2), "the third step's loss after a restore");
+        let model = crate::block_on(model_file(&be, t.as_ref(), &s, &data.norm, serde_json::json!({})));
+        assert!(model.metadata.contains_key("swin_config"));
+        for method in [Method::Mae, Method::Dino, Method::Ibot] {
+            let err = RunConfig::standard(method, &sizes, data.len(), 2).unwrap_err();
+            assert!(err.contains("trains a ViT"), "{err}");
         }
     }
 

@@ -278,12 +278,23 @@ fn shapes_folder(out: &Path, tag: &str) -> std::path::PathBuf {
 
 #[test]
 #[ignore = "needs a release build and chromedriver: run scripts/test"]
-fn a_picked_folder_of_class_subfolders_trains_a_classifier() {
+fn a_picked_folder_of_class_subfolders_trains_a_swin_classifier() {
     let out = Path::new(env!("CARGO_TARGET_TMPDIR")).parent().unwrap().join("e2e");
     let root = shapes_folder(&out, "picked");
     let browser = Page::open(&out, "train-folder", "page=train&backend=cpu");
     browser.wait_text("[data-testid=train-status]", Duration::from_secs(60), |t| t.contains("Not started")).unwrap();
+    let swin_disabled = "return document.querySelector('[data-testid=train-backbone] option[value=swin]').disabled;";
+    assert_eq!(browser.execute(swin_disabled, json!([])).unwrap(), json!(true), "DINO (the default) trains a ViT");
     set_input(&browser, "train-method", "supervised");
+    assert_eq!(browser.execute(swin_disabled, json!([])).unwrap(), json!(false));
+    set_input(&browser, "train-backbone", "swin");
+    let preset = browser
+        .execute(
+            "const s = document.querySelector('[data-testid=train-preset]'); return s.options[s.selectedIndex].text;",
+            json!([]),
+        )
+        .unwrap();
+    assert!(preset.as_str().unwrap_or_default().contains("Swin 16→32, 1+1 blocks"), "{preset}");
     set_input(&browser, "train-data", "folder");
     browser.upload_file("[data-testid=train-folder]", &root).unwrap();
     let note = browser
