@@ -67,15 +67,7 @@ impl Preset {
         let model = match backbone {
             BackboneKind::Vit => format!("ViT {}×{}", s.embed_dim, s.depth),
             BackboneKind::Swin => {
-                let vit = patchwork_compute::VitConfig {
-                    img_size: [s.img_size; 2],
-                    patch_size: s.patch_size,
-                    embed_dim: s.embed_dim,
-                    depth: s.depth,
-                    num_heads: s.heads,
-                    ..Default::default()
-                };
-                let c = swin_like(&vit);
+                let c = swin_like(&s.vit());
                 let widths: Vec<String> = (0..c.stages()).map(|i| c.dim(i).to_string()).collect();
                 let depths: Vec<String> = c.depths.iter().map(|d| d.to_string()).collect();
                 format!("Swin {}, {} blocks", widths.join("→"), depths.join("+"))

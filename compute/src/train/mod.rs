@@ -421,6 +421,25 @@ pub struct Sizes {
     pub backbone: BackboneKind,
 }
 
+impl Sizes {
+    /// The ViT backbone (no head, class-token pooling) these sizes give.
+    pub fn vit(&self) -> crate::VitConfig {
+        crate::VitConfig {
+            img_size: [self.img_size; 2],
+            patch_size: self.patch_size,
+            in_chans: self.in_chans,
+            embed_dim: self.embed_dim,
+            depth: self.depth,
+            num_heads: self.heads,
+            mlp_ratio: 4.0,
+            qkv_bias: true,
+            num_classes: 0,
+            global_pool: "token".into(),
+            ..crate::VitConfig::default()
+        }
+    }
+}
+
 /// Which transformer a run trains.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -497,19 +516,7 @@ impl RunConfig {
             ));
         }
         use crate::methods::dino_train::DinoConfig;
-        let vit = crate::VitConfig {
-            img_size: [z.img_size; 2],
-            patch_size: z.patch_size,
-            in_chans: z.in_chans,
-            embed_dim: z.embed_dim,
-            depth: z.depth,
-            num_heads: z.heads,
-            mlp_ratio: 4.0,
-            qkv_bias: true,
-            num_classes: 0,
-            global_pool: "token".into(),
-            ..crate::VitConfig::default()
-        };
+        let vit = z.vit();
         let head = DinoHeadConfig {
             in_dim: z.embed_dim,
             out_dim: z.out_dim,
@@ -782,41 +789,16 @@ mod tests {
     /// round trip.
     #[test]
     fn every_method_resumes_from_its_checkpoint_exactly() {
-        let (be, data) = (crate::Cpu, images(6));
         for info in METHODS {
-            let s = Schedule::defaults(info.method, "test", 1, 3, 2);
-            let cfg = RunConfig::standard(info.method, &micro(), data.len(), s.batch).unwrap();
-            let mut t = cfg.trainer(&be, &s);
-            let (lrs, mut rng, mut sampler) = (s.lrs(), s.data_rng(), Sampler::new(s.seed, data.len()));
-            let mut run = |t: &mut Box<dyn Trainer<crate::Cpu>>, step: usize, rng: &mut Rng| {
-                let idx = sampler.indices(step, s.batch);
-                crate::block_on(t.step(&be, &data, &idx, step, rng, s.step_config(lrs[step])))
-            };
-            for step in 0..2 {
-                assert!(run(&mut t, step, &mut rng).is_finite(), "{}: step {step}", info.name);
-            }
-            let file = crate::block_on(checkpoint_file(&be, t.as_ref(), &s, &data.norm, 2, &rng, 1.0));
-            let file = TensorFile::from_bytes(&file.to_bytes()).unwrap();
-            let r = read_checkpoint(&file).unwrap();
-            assert_eq!((r.step, &r.schedule, &r.config), (2, &s, &cfg), "{}", info.name);
-            let mut back = restore(&be, &r, &file).unwrap();
-            let mut rng2 = r.rng.clone();
-            let (a, b) = (run(&mut t, 2, &mut rng), run(&mut back, 2, &mut rng2));
-            assert_eq!(a, b, "{}: the third step's loss after a restore", info.name);
+            let cfg = RunConfig::standard(info.method, &micro(), 6, 2).unwrap();
+            resumes_exactly(&cfg, info.name);
         }
     }
 
-    /// A Swin classifier resumes exactly too; the self-supervised methods refuse a Swin.
-    #[test]
-    fn a_swin_classifier_resumes_from_its_checkpoint_exactly() {
+    /// Two steps, a checkpoint through bytes, a restore: the third step's loss is the same.
+    fn resumes_exactly(cfg: &RunConfig, name: &str) -> TensorFile {
         let (be, data) = (crate::Cpu, images(6));
-        let sizes = Sizes { backbone: BackboneKind::Swin, ..micro() };
-        let cfg = RunConfig::standard(Method::Supervised, &sizes, data.len(), 2).unwrap();
-        let swin = cfg.swin().expect("a Swin run");
-        assert_eq!((swin.depths.clone(), swin.num_heads.clone(), swin.num_features()), (vec![1, 1], vec![1, 2], 16));
-        assert_eq!(swin.geom(0, 1).windows(), 4, "stage 0: 2×2 windows of the 4×4 grid");
-        assert!(swin.geom(0, 1).shifted());
-        let s = Schedule::defaults(Method::Supervised, "test", 1, 3, 2);
+        let s = Schedule::defaults(cfg.method(), "test", 1, 3, 2);
         let mut t = cfg.trainer(&be, &s);
         let (lrs, mut rng, mut sampler) = (s.lrs(), s.data_rng(), Sampler::new(s.seed, data.len()));
         let mut run = |t: &mut Box<dyn Trainer<crate::Cpu>>, step: usize, rng: &mut Rng| {
@@ -824,23 +806,34 @@ mod tests {
             crate::block_on(t.step(&be, &data, &idx, step, rng, s.step_config(lrs[step])))
         };
         for step in 0..2 {
-            assert!(run(&mut t, step, &mut rng).is_finite(), "step {step}");
+            assert!(run(&mut t, step, &mut rng).is_finite(), "{name}: step {step}");
         }
         let file = crate::block_on(checkpoint_file(&be, t.as_ref(), &s, &data.norm, 2, &rng, 1.0));
         let file = TensorFile::from_bytes(&file.to_bytes()).unwrap();
-        assert!(
-            file.tensors.contains_key("head.fc.weight")
-                && file.tensors.contains_key("layers.1.blocks.0.attn.qkv.weight")
-        );
         let r = read_checkpoint(&file).unwrap();
-        assert_eq!(r.config, cfg);
+        assert_eq!((r.step, &r.schedule, &r.config), (2, &s, cfg), "{name}");
         let mut back = restore(&be, &r, &file).unwrap();
         let mut rng2 = r.rng.clone();
-        assert_eq!(run(&mut t, 2, &mut rng), run(&mut back, 2, &mut rng2), "the third step's loss after a restore");
-        let model = crate::block_on(model_file(&be, t.as_ref(), &s, &data.norm, serde_json::json!({})));
+        let (a, b) = (run(&mut t, 2, &mut rng), run(&mut back, 2, &mut rng2));
+        assert_eq!(a, b, "{name}: the third step's loss after a restore");
+        crate::block_on(model_file(&be, t.as_ref(), &s, &data.norm, serde_json::json!({})))
+    }
+
+    /// A Swin classifier resumes exactly too; the self-supervised methods refuse a Swin.
+    #[test]
+    fn a_swin_classifier_resumes_from_its_checkpoint_exactly() {
+        let sizes = Sizes { backbone: BackboneKind::Swin, ..micro() };
+        let cfg = RunConfig::standard(Method::Supervised, &sizes, 6, 2).unwrap();
+        let swin = cfg.swin().expect("a Swin run");
+        assert_eq!((swin.depths.clone(), swin.num_heads.clone(), swin.num_features()), (vec![1, 1], vec![1, 2], 16));
+        assert_eq!(swin.geom(0, 1).windows(), 4, "stage 0: 2×2 windows of the 4×4 grid");
+        assert!(swin.geom(0, 1).shifted());
+        let model = resumes_exactly(&cfg, "supervised Swin");
         assert!(model.metadata.contains_key("swin_config"));
+        assert!(model.tensors.contains_key("head.fc.weight"));
+        assert!(model.tensors.contains_key("layers.1.blocks.0.attn.qkv.weight"));
         for method in [Method::Mae, Method::Dino, Method::Ibot] {
-            let err = RunConfig::standard(method, &sizes, data.len(), 2).unwrap_err();
+            let err = RunConfig::standard(method, &sizes, 6, 2).unwrap_err();
             assert!(err.contains("trains a ViT"), "{err}");
         }
     }
