@@ -97,13 +97,6 @@ pub struct SupervisedRun {
     pub fine_tuned_from: Option<String>,
 }
 
-impl SupervisedRun {
-    /// A ViT classifier trained from scratch.
-    pub fn vit(vit: VitConfig) -> Self {
-        SupervisedRun { arch: Arch::Vit(vit), fine_tuned_from: None }
-    }
-}
-
 pub struct SupervisedTrainer<B: Backend> {
     run: SupervisedRun,
     pub sup: Supervised<B>,
