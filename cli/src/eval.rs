@@ -872,4 +872,27 @@ mod tests {
         );
         assert!(e.contains("--test-count 0"), "{e}");
     }
+
+    /// Every model in `assets/models/` reads as a backbone, says which method made it, and
+    /// has a card (`NAME.md`) that names its file, as the README promises.
+    #[test]
+    fn every_bundled_model_loads_and_has_a_card() {
+        let dir = crate::data::assets_dir().join("models");
+        let mut models: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
+            .collect();
+        models.sort();
+        assert!(models.len() >= 8, "bundled models: {models:?}");
+        for path in models {
+            let (_, file) = load_backbone(&path, None).unwrap();
+            let method = file.metadata.get("method").unwrap_or_else(|| panic!("{}: no `method`", path.display()));
+            let stem = path.file_stem().unwrap().to_str().unwrap();
+            let card = std::fs::read_to_string(dir.join(format!("{stem}.md")))
+                .unwrap_or_else(|e| panic!("{stem}: no card: {e}"));
+            assert!(card.contains(&format!("{stem}.safetensors")), "{stem}'s card does not name its file");
+            assert!(stem.starts_with(method.as_str()), "{stem} was made by {method}");
+        }
+    }
 }
