@@ -302,6 +302,7 @@ mod attention {
             // [1, heads, l, l]: every patch looks mostly at itself
             patches: (0..heads * l * l).map(|i| if (i / l) % l == i % l { 0.7 } else { 0.1 }).collect(),
             cls: Some(vec![0.5, 0.2, 0.1, 0.1, 0.05, 0.05, 0.1, 0.7]),
+            cls_to_registers: Vec::new(),
         };
         let seen =
             Picture::new(8, 8, (0..64).flat_map(|i| [(i * 4) as u8, (i * 4) as u8, (i * 4) as u8, 255]).collect());

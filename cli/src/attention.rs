@@ -209,8 +209,11 @@ pub struct Report {
     pub vit: VitModel,
     pub backend: String,
     pub layer: usize,
-    /// `[heads][l]`: CLS → patch attention (each sums to 1 − the CLS's attention on itself).
+    /// `[heads][l]`: CLS → patch attention (each sums to 1 − the CLS's attention on itself
+    /// and on the registers).
     pub heads: Vec<Vec<f32>>,
+    /// `[heads]`: CLS → registers, summed (empty for a model without registers).
+    pub registers: Vec<f32>,
     pub mean: Vec<f32>,
     /// `[heads][l]`: DINO's 60%-mass masks.
     pub masks: Vec<Vec<bool>>,
@@ -234,7 +237,7 @@ pub fn evaluate(args: &Args) -> Result<Report> {
     data::push_chw(&input, cfg.in_chans, &vit.norm, &mut x);
     let (map, backend) =
         crate::train::with_compute_backend(args.backend, Forward { cfg: cfg.clone(), file, x, layer })??;
-    let ClsMaps { heads, mean, masks, mean_mask, .. } =
+    let ClsMaps { heads, registers, mean, masks, mean_mask, .. } =
         cls_maps(&map, 0, MASS).context("the model has no class token")?;
     if let Some(out) = &args.out {
         let scale = 128u32.div_ceil(cfg.img_size[0].min(cfg.img_size[1]) as u32);
@@ -243,7 +246,7 @@ pub fn evaluate(args: &Args) -> Result<Report> {
             .save(out)
             .with_context(|| format!("writing {}", out.display()))?;
     }
-    Ok(Report { vit, backend, layer, heads, mean, masks, mean_mask })
+    Ok(Report { vit, backend, layer, heads, registers, mean, masks, mean_mask })
 }
 
 impl Report {
@@ -271,7 +274,13 @@ impl Report {
             "grid": v.cfg.grid(),
             "num_heads": self.heads.len(),
             "threshold": MASS,
-            "cls_to_cls": self.heads.iter().map(|m| short(1.0 - m.iter().sum::<f32>())).collect::<Vec<_>>(),
+            "cls_to_cls": self
+                .heads
+                .iter()
+                .enumerate()
+                .map(|(h, m)| short(1.0 - m.iter().sum::<f32>() - self.registers.get(h).unwrap_or(&0.0)))
+                .collect::<Vec<_>>(),
+            "cls_to_registers": self.registers.iter().map(|r| short(*r)).collect::<Vec<_>>(),
             "heads": self.heads.iter().map(|m| grid(m)).collect::<Vec<_>>(),
             "mean": grid(&self.mean),
             "masks": self.masks.iter().map(|m| bits(m)).collect::<Vec<_>>(),
@@ -428,7 +437,11 @@ mod tests {
             let sum: f64 = m.iter().sum();
             assert!(m.iter().all(|v| v.is_finite() && *v >= 0.0) && sum > 0.0 && sum <= 1.0 + 1e-5, "head {h}: {m:?}");
             let own = r["cls_to_cls"][h].as_f64().unwrap();
-            assert!((sum + own - 1.0).abs() < 1e-5, "head {h}: patches {sum} + CLS {own} != 1");
+            let regs = r["cls_to_registers"].get(h).map_or(0.0, |v| v.as_f64().unwrap());
+            assert!(
+                (sum + own + regs - 1.0).abs() < 1e-5,
+                "head {h}: patches {sum} + CLS {own} + registers {regs} != 1"
+            );
             let mask = flat(&r["masks"][h]);
             assert!(mask.iter().all(|k| *k == 0.0 || *k == 1.0) && mask.contains(&1.0), "head {h}: {mask:?}");
         }
@@ -460,6 +473,28 @@ mod tests {
         // without --heads a 16-wide model cannot be guessed
         let e = evaluate(&args(&["--model", &model, "--image", &img, "--json"])).err().unwrap();
         assert!(format!("{e:#}").contains("cannot be guessed") && format!("{e:#}").contains("--heads"), "{e:#}");
+    }
+
+    /// A timm checkpoint with register tokens: their count is read off `reg_token`, and the
+    /// maps cover the patches only, with the class token's share on the registers reported.
+    #[test]
+    fn a_checkpoint_with_registers_reports_their_share() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = VitConfig { reg_tokens: 3, ..tiny() };
+        let model = save(dir.path(), "reg.safetensors", &vit_file(&cfg));
+        let img = photo(dir.path());
+        let a = args(&["--model", &model, "--image", &img, "--heads", "2", "--json"]);
+        let report = evaluate(&a).unwrap();
+        assert_eq!(report.vit.cfg, cfg);
+        let r = report.to_json(&a);
+        assert_eq!(r["model"]["config"]["reg_tokens"], 3);
+        check_maps(&r, 2, [4, 4]);
+        let regs: Vec<f64> = r["cls_to_registers"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+        assert!(regs.len() == 2 && regs.iter().all(|v| *v > 0.0 && *v < 1.0), "{regs:?}");
+        // without registers the list is empty
+        let plain = save(dir.path(), "plain.safetensors", &vit_file(&tiny()));
+        let a = args(&["--model", &plain, "--image", &img, "--heads", "2", "--json"]);
+        assert_eq!(evaluate(&a).unwrap().to_json(&a)["cls_to_registers"], serde_json::json!([]));
     }
 
     #[test]

@@ -308,6 +308,9 @@ pub fn train(args: Args) -> Result<String> {
             let arch = match args.backbone {
                 BackboneKind::Vit => Arch::Vit(vit),
                 BackboneKind::Swin => {
+                    if vit.reg_tokens > 0 {
+                        bail!("--reg-tokens is for the ViT backbone: Swin has no class token or registers");
+                    }
                     let swin = patchwork_compute::train::swin_like(&vit);
                     swin.validate()?;
                     Arch::Swin(swin)
@@ -712,6 +715,45 @@ mod tests {
         let dino = micro(dir.path(), &["--method", "dino", "--backbone", "swin", "--steps", "1", "--out", o]);
         let e = train(dino).unwrap_err().to_string();
         assert!(e.contains("--backbone swin") && e.contains("supervised"), "{e}");
+    }
+
+    /// `--reg-tokens` gives DINO's ViT timm's register tokens: the model file holds
+    /// `reg_token` and says so in `vit_config`, and the teacher's registers move with
+    /// training. MAE and Swin refuse the flag.
+    #[test]
+    fn dino_trains_a_vit_with_registers() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("reg.safetensors");
+        let o = out.to_str().unwrap();
+        let mut flags = DINO_MICRO.to_vec();
+        flags.extend(["--reg-tokens", "2", "--steps", "3", "--out", o]);
+        train(micro(dir.path(), &flags)).unwrap();
+        let file = TensorFile::load(&out).unwrap();
+        let cfg = patchwork_compute::VitConfig::from_json(&file.metadata["vit_config"]).unwrap();
+        assert_eq!((cfg.reg_tokens, cfg.tokens()), (2, 1 + 2 + 16));
+        assert_eq!(file.tensors["reg_token"].shape, vec![1, 2, 16]);
+        assert_eq!(file.tensors["pos_embed"].shape, vec![1, 19, 16]);
+        let init = patchwork_compute::Vit::init(&patchwork_compute::Cpu, cfg, 0);
+        let init = block_on(init.params.download(&patchwork_compute::Cpu, ""));
+        assert_ne!(file.tensors["reg_token"].to_f32(), init.tensors["reg_token"].to_f32());
+        for (method, backbone) in [("mae", "vit"), ("supervised", "swin")] {
+            let flags = [
+                "--method",
+                method,
+                "--backbone",
+                backbone,
+                "--local-size",
+                "14",
+                "--reg-tokens",
+                "1",
+                "--steps",
+                "1",
+                "--out",
+                o,
+            ];
+            let e = train(micro(dir.path(), &flags)).unwrap_err().to_string();
+            assert!(e.contains("--reg-tokens"), "{method}: {e}");
+        }
     }
 
     #[test]

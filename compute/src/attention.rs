@@ -45,8 +45,11 @@ pub fn mass_mask(attn: &[f32], mass: f32) -> Vec<bool> {
 #[derive(Clone, Debug, PartialEq)]
 pub struct ClsMaps {
     pub grid: [usize; 2],
-    /// `[heads][l]`: each sums to 1 − the class token's attention on itself.
+    /// `[heads][l]`: each sums to 1 − the class token's attention on itself and on the
+    /// registers.
     pub heads: Vec<Vec<f32>>,
+    /// `[heads]`: the class token's attention on the registers (empty without registers).
+    pub registers: Vec<f32>,
     /// `[l]`: the average over heads.
     pub mean: Vec<f32>,
     /// `[heads][l]`: each head's `mass` mask.
@@ -65,7 +68,8 @@ pub fn cls_maps(map: &AttentionMap, b: usize, mass: f32) -> Option<ClsMaps> {
     let mean = mean_of(&heads, l);
     let masks = heads.iter().map(|m| mass_mask(m, mass)).collect();
     let mean_mask = mass_mask(&mean, mass);
-    Some(ClsMaps { grid: map.grid, heads, mean, masks, mean_mask })
+    let registers = map.cls_to_registers.get(b * map.heads..(b + 1) * map.heads).unwrap_or_default().to_vec();
+    Some(ClsMaps { grid: map.grid, heads, registers, mean, masks, mean_mask })
 }
 
 /// What patch `query` (raster index) of image `b` attends to: its row of the patch → patch
@@ -332,7 +336,7 @@ fn strip_prefix(mut file: TensorFile, prefix: &str) -> (TensorFile, Vec<String>)
 }
 
 /// A timm ViT's config from its tensors' shapes: `patch_embed.proj.weight [D, C, p, p]`,
-/// `pos_embed [1, 1 + g², D]` (so `img_size = g·p`), depth from the highest `blocks.N.`,
+/// `pos_embed [1, 1 + R + g², D]` (so `img_size = g·p`; `R` registers from `reg_token`), depth from the highest `blocks.N.`,
 /// the MLP width from `blocks.0.mlp.fc1.weight`, the qkv bias, a head and `fc_norm` (mean
 /// pooling) by presence. Heads cannot be seen in the shapes: `heads`, else the official
 /// count for the width ([`default_heads`]: 64-wide heads, 16 for ViT-H's 1280).
@@ -350,15 +354,21 @@ pub fn infer_vit_config(file: &TensorFile, heads: Option<usize>) -> Result<(VitC
     if p != p2 {
         return Err(format!("patches of {p}×{p2} pixels: only square patches are supported"));
     }
+    let regs = match shape("reg_token") {
+        None => 0,
+        Some(&[1, r, dd]) if dd == d => r,
+        Some(s) => return Err(format!("`reg_token` should have shape [1, registers, {d}], found {s:?}")),
+    };
     let n = match shape("pos_embed") {
         Some(&[1, n, dd]) if dd == d => n,
-        other => return Err(format!("`pos_embed` should have shape [1, 1 + grid², {d}], found {other:?}")),
+        other => return Err(format!("`pos_embed` should have shape [1, 1 + {regs} + grid², {d}], found {other:?}")),
     };
-    let g = (1..n).find(|g| g * g >= n - 1).unwrap_or(0);
-    if n < 2 || g * g != n - 1 {
+    let cells = n.saturating_sub(1 + regs);
+    let g = (1..=cells).find(|g| g * g >= cells).unwrap_or(0);
+    if cells == 0 || g * g != cells {
         return Err(format!(
-            "`pos_embed` has {n} rows, not a class token plus a square grid \
-             (models without a class-token position are not supported)"
+            "`pos_embed` has {n} rows, not a class token, {regs} registers and a square grid \
+             (models without class-token and register positions are not supported)"
         ));
     }
     let depth = file
@@ -398,6 +408,7 @@ pub fn infer_vit_config(file: &TensorFile, heads: Option<usize>) -> Result<(VitC
         qkv_bias: file.tensors.contains_key("blocks.0.attn.qkv.bias"),
         num_classes,
         global_pool: if file.tensors.contains_key("fc_norm.weight") { "avg" } else { "token" }.into(),
+        reg_tokens: regs,
         ..VitConfig::default()
     };
     cfg.validate().map_err(|e| format!("the inferred config: {e}"))?;
@@ -501,7 +512,7 @@ mod tests {
         let (batch, heads, l) = (2, 2, 3);
         let cls: Vec<f32> = (0..batch * heads * l).map(|i| i as f32).collect();
         let patches: Vec<f32> = (0..batch * heads * l * l).map(|i| 100.0 + i as f32).collect();
-        AttentionMap { batch, heads, grid: [1, 3], patches, cls: Some(cls) }
+        AttentionMap { batch, heads, grid: [1, 3], patches, cls: Some(cls), cls_to_registers: Vec::new() }
     }
 
     #[test]

@@ -30,6 +30,9 @@ pub struct AttentionMap {
     pub patches: Vec<f32>,
     /// `[batch, heads, l]`: class token → patch, for backbones with a class token.
     pub cls: Option<Vec<f32>>,
+    /// `[batch, heads]`: the class token's attention on the register tokens, summed (empty
+    /// for a backbone without registers).
+    pub cls_to_registers: Vec<f32>,
 }
 
 pub trait Backbone<B: Backend> {
@@ -112,7 +115,7 @@ impl<B: Backend> Backbone<B> for Swin<B> {
                 }
             }
         }
-        AttentionMap { batch, heads, grid: [g.h, g.w], patches, cls: None }
+        AttentionMap { batch, heads, grid: [g.h, g.w], patches, cls: None, cls_to_registers: Vec::new() }
     }
     fn backward(
         &self,
@@ -145,23 +148,23 @@ impl<B: Backend> Vit<B> {
     fn fc_norm(&self, p: &Params<B>) -> LayerNorm<B> {
         layernorm(p, "fc_norm", self.cfg.embed_dim, 1e-6)
     }
-    /// `[batch, 1 + L]` rows of `features` → `rows` of `dst`: the class token of each image
-    /// (`cls`), or its patch tokens.
+    /// `[batch, prefix + L]` rows of `features` → `rows` of `dst`: the class token of each
+    /// image (`cls`), or its patch tokens (registers are in neither view).
     fn row_map(&self, batch: usize, cls: bool) -> Vec<u32> {
-        let (n, l) = (self.cfg.tokens(), self.cfg.patches());
+        let (n, l, prefix) = (self.cfg.tokens(), self.cfg.patches(), self.cfg.prefix_tokens());
         if cls {
             (0..batch).map(|b| (b * n) as u32).collect()
         } else {
-            (0..batch * l).map(|r| (r / l * n + 1 + r % l) as u32).collect()
+            (0..batch * l).map(|r| (r / l * n + prefix + r % l) as u32).collect()
         }
     }
     /// The inverse of [`Vit::row_map`]: for each features row, its row in the view.
     fn row_unmap(&self, batch: usize, cls: bool) -> Vec<u32> {
-        let (n, l) = (self.cfg.tokens(), self.cfg.patches());
+        let (n, l, prefix) = (self.cfg.tokens(), self.cfg.patches(), self.cfg.prefix_tokens());
         (0..batch * n)
             .map(|r| match (r % n, cls) {
                 (0, true) => (r / n) as u32,
-                (t, false) if t > 0 => (r / n * l + t - 1) as u32,
+                (t, false) if t >= prefix => (r / n * l + t - prefix) as u32,
                 _ => NO_ROW,
             })
             .collect()
@@ -229,16 +232,22 @@ impl<B: Backend> Backbone<B> for Vit<B> {
     async fn attention(&self, be: &B, saved: &VitSaved<B>, layer: usize) -> AttentionMap {
         let probs = be.read(&saved.fwd.blocks[layer].probs).await;
         let (batch, heads, n, l) = (saved.fwd.batch, self.cfg.num_heads, self.cfg.tokens(), self.cfg.patches());
+        // registers, like the class token, are left out of the patch maps
+        let prefix = self.cfg.prefix_tokens();
         let mut patches = Vec::with_capacity(batch * heads * l * l);
         let mut cls = Vec::with_capacity(batch * heads * l);
+        let mut cls_to_registers = Vec::new();
         for bh in 0..batch * heads {
             let p = &probs[bh * n * n..(bh + 1) * n * n];
-            cls.extend_from_slice(&p[1..n]);
-            for q in 1..n {
-                patches.extend_from_slice(&p[q * n + 1..(q + 1) * n]);
+            cls.extend_from_slice(&p[prefix..n]);
+            if prefix > 1 {
+                cls_to_registers.push(p[1..prefix].iter().sum());
+            }
+            for q in prefix..n {
+                patches.extend_from_slice(&p[q * n + prefix..(q + 1) * n]);
             }
         }
-        AttentionMap { batch, heads, grid: self.cfg.grid(), patches, cls: Some(cls) }
+        AttentionMap { batch, heads, grid: self.cfg.grid(), patches, cls: Some(cls), cls_to_registers }
     }
     fn backward(
         &self,
@@ -349,7 +358,12 @@ mod tests {
     }
 
     fn vit(pool: &str) -> Vit<Cpu> {
+        vit_with(pool, 0)
+    }
+
+    fn vit_with(pool: &str, reg_tokens: usize) -> Vit<Cpu> {
         let cfg = VitConfig {
+            reg_tokens,
             img_size: [8, 8],
             patch_size: 4,
             in_chans: 2,
@@ -370,6 +384,8 @@ mod tests {
         backward_matches_finite_differences(&swin(), 2, [8, 8], "layers.0.blocks.1.attn.relative_position_bias_table");
         backward_matches_finite_differences(&vit("token"), 2, [8, 8], "blocks.0.attn.qkv.weight");
         backward_matches_finite_differences(&vit("avg"), 2, [8, 8], "fc_norm.weight");
+        backward_matches_finite_differences(&vit_with("token", 2), 2, [8, 8], "reg_token");
+        backward_matches_finite_differences(&vit_with("avg", 3), 2, [8, 8], "pos_embed");
     }
 
     #[test]
@@ -391,5 +407,15 @@ mod tests {
         let probs = crate::block_on(Cpu.read(&s.fwd.blocks[0].probs));
         assert_eq!(cls[0], probs[1]);
         assert_eq!(a.patches[0], probs[5 + 1]);
+        // with registers the maps skip them: 7 tokens, [cls, r, r, patches]
+        let v = vit_with("token", 2);
+        let s = Backbone::forward(&v, &Cpu, &Cpu.upload(&x), 2);
+        let a = crate::block_on(Backbone::attention(&v, &Cpu, &s, 0));
+        let probs = crate::block_on(Cpu.read(&s.fwd.blocks[0].probs));
+        assert_eq!((a.patches.len(), a.cls.as_ref().unwrap().len()), (2 * 2 * 4 * 4, 2 * 2 * 4));
+        assert_eq!(a.cls.as_ref().unwrap()[..4], probs[3..7]);
+        assert_eq!(a.cls_to_registers.len(), 2 * 2);
+        assert!((a.cls_to_registers[0] - probs[1] - probs[2]).abs() < 1e-7);
+        assert_eq!(a.patches[..4], probs[3 * 7 + 3..4 * 7]);
     }
 }

@@ -43,10 +43,12 @@ impl Default for StepConfig {
 }
 
 /// Whether a parameter gets weight decay: as DINO's `get_params_groups` and timm, biases
-/// and other 1-D parameters (norms) are not regularised, nor the class token or position
-/// embeddings.
+/// and other 1-D parameters (norms) are not regularised, nor the class token, the
+/// registers (timm's `no_weight_decay`) or position embeddings.
 pub fn decays(name: &str, shape: &[usize]) -> bool {
-    shape.len() > 1 && !name.ends_with("bias") && name != "cls_token" && name != "pos_embed" && name != "mask_token"
+    shape.len() > 1
+        && !name.ends_with("bias")
+        && !matches!(name, "cls_token" | "reg_token" | "pos_embed" | "mask_token")
 }
 
 impl<B: Backend> AdamWState<B> {

@@ -93,13 +93,16 @@ impl<B: Backend> Vit<B> {
         let (ls, ld) = (src[0] * src[1], dst[0] * dst[1]);
         let m = be.upload(&interp_matrix(src, dst));
         let old = self.params.get("pos_embed");
-        let pos = be.alloc((1 + ld) * d);
-        be.copy(old, 0, &pos, 0, d);
-        let mm = Matmul { b: Strides::row_major(d).at(d), c: Strides::row_major(d).at(d), ..Matmul::plain(ld, d, ls) };
+        // the class token's and the registers' rows stay; the grid's are interpolated
+        let prefix = cfg.prefix_tokens();
+        let pos = be.alloc((prefix + ld) * d);
+        be.copy(old, 0, &pos, 0, prefix * d);
+        let at = Strides::row_major(d).at(prefix * d);
+        let mm = Matmul { b: at, c: at, ..Matmul::plain(ld, d, ls) };
         be.matmul(&mm, &m, old, None, &pos);
         for p in &self.params.list {
             if p.name == "pos_embed" {
-                params.push("pos_embed", vec![1, 1 + ld, d], pos.clone());
+                params.push("pos_embed", vec![1, prefix + ld, d], pos.clone());
             } else {
                 params.push(p.name.clone(), p.shape.clone(), p.buf.clone());
             }
@@ -124,22 +127,24 @@ impl<B: Backend> VitAt<B> {
         out
     }
 
-    /// `grads.pos_embed[0] += g.pos_embed[0]; grads.pos_embed[1:] += Mᵀ · g.pos_embed[1:]`.
+    /// `grads.pos_embed[:P] += g.pos_embed[:P]; grads.pos_embed[P:] += Mᵀ · g.pos_embed[P:]`,
+    /// `P` the class token and the registers.
     pub fn fold_grads(&self, be: &B, view_grads: &Params<B>, grads: &Params<B>) {
         let Some((m, ld, ls)) = &self.interp else { return };
         let d = self.vit.cfg.embed_dim;
+        let pd = self.vit.cfg.prefix_tokens() * d;
         let (g, dst) = (view_grads.get("pos_embed"), grads.get("pos_embed"));
-        let cls = be.alloc(d);
-        be.copy(g, 0, &cls, 0, d);
-        let row0 = be.alloc(d);
-        be.copy(dst, 0, &row0, 0, d);
-        let sum = be.alloc(d);
-        be.add(&row0, &cls, &sum, d);
-        be.copy(&sum, 0, dst, 0, d);
+        let prefix = be.alloc(pd);
+        be.copy(g, 0, &prefix, 0, pd);
+        let rows = be.alloc(pd);
+        be.copy(dst, 0, &rows, 0, pd);
+        let sum = be.alloc(pd);
+        be.add(&rows, &prefix, &sum, pd);
+        be.copy(&sum, 0, dst, 0, pd);
         let back = Matmul {
             a: Strides::transposed(*ls),
-            b: Strides::row_major(d).at(d),
-            c: Strides::row_major(d).at(d),
+            b: Strides::row_major(d).at(pd),
+            c: Strides::row_major(d).at(pd),
             beta: 1.0,
             ..Matmul::plain(*ls, d, *ld)
         };
@@ -183,6 +188,13 @@ mod tests {
 
     #[test]
     fn resized_vit_forward_and_position_gradient_fold() {
+        resized_vit_with_registers(0);
+        resized_vit_with_registers(2);
+    }
+
+    /// The prefix (class token and `regs` registers) keeps its position rows; the grid's
+    /// are interpolated, and the gradient fold is the interpolation's transpose.
+    fn resized_vit_with_registers(regs: usize) {
         let be = Cpu;
         let cfg = VitConfig {
             img_size: [8, 8],
@@ -193,26 +205,28 @@ mod tests {
             num_heads: 2,
             mlp_ratio: 2.0,
             num_classes: 0,
+            reg_tokens: regs,
             ..VitConfig::default()
         };
+        let pre = 4 * (1 + regs);
         let model = Vit::init(&be, cfg, 0);
         let pos0 = crate::block_on(be.read(model.params.get("pos_embed")));
         let at = model.at_size(&be, [12, 8]).unwrap();
         assert_eq!(at.vit.cfg.grid(), [3, 2]);
         let pos = crate::block_on(be.read(at.vit.params.get("pos_embed")));
-        assert_eq!(pos.len(), 7 * 4);
-        assert_eq!(&pos[..4], &pos0[..4]);
+        assert_eq!(pos.len(), pre + 6 * 4);
+        assert_eq!(&pos[..pre], &pos0[..pre]);
         let m = interp_matrix([2, 2], [3, 2]);
         for r in 0..6 {
             for c in 0..4 {
-                let want: f32 = (0..4).map(|s| m[r * 4 + s] * pos0[4 + s * 4 + c]).sum();
-                assert!((pos[4 + r * 4 + c] - want).abs() < 1e-6);
+                let want: f32 = (0..4).map(|s| m[r * 4 + s] * pos0[pre + s * 4 + c]).sum();
+                assert!((pos[pre + r * 4 + c] - want).abs() < 1e-6);
             }
         }
         // the fold is the transpose: <M p, g> == <p, Mᵀ g> for any upstream g
         let grads = model.params.zeros_like(&be);
         let vg = at.grads(&be, &grads);
-        let g = randn(7 * 4, 9);
+        let g = randn(pre + 6 * 4, 9);
         be.write(vg.get("pos_embed"), &g);
         at.fold_grads(&be, &vg, &grads);
         let folded = crate::block_on(be.read(grads.get("pos_embed")));
@@ -225,9 +239,10 @@ mod tests {
         let same = model.at_size(&be, [8, 8]).unwrap();
         let before = crate::block_on(be.read(grads.get("pos_embed")));
         let sg = same.grads(&be, &grads);
-        be.write(sg.get("pos_embed"), &[1.0; 5 * 4]);
+        let n = pre + 4 * 4;
+        be.write(sg.get("pos_embed"), &vec![1.0; n]);
         same.fold_grads(&be, &sg, &grads);
-        assert_eq!(crate::block_on(be.read(grads.get("pos_embed"))), vec![1.0; 20]);
-        assert_ne!(before, vec![1.0; 20]);
+        assert_eq!(crate::block_on(be.read(grads.get("pos_embed"))), vec![1.0; n]);
+        assert_ne!(before, vec![1.0; n]);
     }
 }

@@ -8,6 +8,12 @@
 //! iBOT's student adds one parameter, `masked_embed` `[1, D]`: with a [`PatchMask`] the
 //! forward replaces the masked patches' embeddings by it, after the patch embedding and
 //! before the class token and the position embeddings (bytedance/ibot `prepare_tokens`).
+//!
+//! `reg_tokens` adds timm's register tokens (Darcet et al. 2023, "Vision Transformers Need
+//! Registers"): learned tokens after the class token, `[cls, reg…, patches]`, which take
+//! position embeddings like the class token does (`no_embed_class=False`), attend and are
+//! attended to, and are dropped at the output. They give a model somewhere other than
+//! low-information patches to keep global state.
 use serde::{Deserialize, Serialize};
 
 use crate::backend::{Backend, Matmul, PatchOrder, Strides, NO_ROW};
@@ -46,6 +52,13 @@ pub struct VitConfig {
     pub fc_norm: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dynamic_img_size: Option<bool>,
+    /// Register tokens after the class token (timm's `reg_tokens`; 0: none).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub reg_tokens: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 fn one_or_two<'de, D: serde::Deserializer<'de>>(d: D) -> Result<[usize; 2], D::Error> {
@@ -79,6 +92,7 @@ impl Default for VitConfig {
             pre_norm: None,
             fc_norm: None,
             dynamic_img_size: None,
+            reg_tokens: 0,
         }
     }
 }
@@ -123,9 +137,13 @@ impl VitConfig {
     pub fn patches(&self) -> usize {
         self.grid()[0] * self.grid()[1]
     }
-    /// Tokens per image (patches + class token).
+    /// Tokens before the patches: the class token and the registers.
+    pub fn prefix_tokens(&self) -> usize {
+        1 + self.reg_tokens
+    }
+    /// Tokens per image (class token, registers, patches).
     pub fn tokens(&self) -> usize {
-        self.patches() + 1
+        self.patches() + self.prefix_tokens()
     }
     pub fn mlp_hidden(&self) -> usize {
         (self.embed_dim as f32 * self.mlp_ratio) as usize
@@ -146,6 +164,9 @@ impl VitConfig {
             ("patch_embed.proj.weight".into(), vec![d, c, p, p]),
             ("patch_embed.proj.bias".into(), vec![d]),
         ];
+        if self.reg_tokens > 0 {
+            v.insert(1, ("reg_token".into(), vec![1, self.reg_tokens, d]));
+        }
         for i in 0..self.depth {
             v.extend(block_param_shapes(&format!("blocks.{i}."), d, hid, self.qkv_bias));
         }
@@ -182,6 +203,8 @@ impl VitConfig {
 /// The model's layers bound to a [`Params`] (weights, or gradients of the same names).
 struct Parts<B: Backend> {
     cls: B::Buf,
+    /// `reg_token` `[R, D]`, when the model has registers.
+    reg: Option<B::Buf>,
     pos: B::Buf,
     patch: Linear<B>,
     blocks: Vec<Block<B>>,
@@ -196,6 +219,7 @@ impl<B: Backend> Parts<B> {
         let e = cfg.in_chans * cfg.patch_size * cfg.patch_size;
         Parts {
             cls: p.get("cls_token").clone(),
+            reg: (cfg.reg_tokens > 0).then(|| p.get("reg_token").clone()),
             pos: p.get("pos_embed").clone(),
             patch: linear(p, "patch_embed.proj", e, d, true),
             blocks: (0..cfg.depth)
@@ -279,7 +303,7 @@ impl<B: Backend> Vit<B> {
             let values: Vec<f32> = if name.starts_with("patch_embed") {
                 let bound = fan_in.powf(-0.5);
                 (0..n).map(|_| (rng.uniform() * 2.0 - 1.0) * bound).collect()
-            } else if name == "cls_token" {
+            } else if name == "cls_token" || name == "reg_token" {
                 (0..n).map(|_| rng.normal() * 1e-6).collect()
             } else if name == "pos_embed" || name.ends_with("weight") && shape.len() == 2 {
                 (0..n).map(|_| rng.trunc_normal(0.02)).collect()
@@ -332,8 +356,24 @@ impl<B: Backend> Vit<B> {
             be.gather_rows(&embedded, &m.keep, Some(token), &replaced, batch * l, d);
             embedded = replaced;
         }
+        let r = cfg.reg_tokens;
+        if let Some(reg) = &w.reg {
+            // [batch, L] embeddings and the [R] registers → [batch, R + L]: one gather from both
+            let src = be.alloc((batch * l + r) * d);
+            be.copy(&embedded, 0, &src, 0, batch * l * d);
+            be.copy(reg, 0, &src, batch * l * d, r * d);
+            let idx: Vec<u32> = (0..batch * (r + l))
+                .map(|i| {
+                    let (b, t) = (i / (r + l), i % (r + l));
+                    (if t < r { batch * l + t } else { b * l + t - r }) as u32
+                })
+                .collect();
+            let with_regs = be.alloc(batch * (r + l) * d);
+            be.gather_rows(&src, &be.upload_u32(&idx), None, &with_regs, batch * (r + l), d);
+            embedded = with_regs;
+        }
         let xs = be.alloc(batch * n * d);
-        be.cls_pos_forward(&embedded, &w.cls, &w.pos, &xs, batch, l, d);
+        be.cls_pos_forward(&embedded, &w.cls, &w.pos, &xs, batch, r + l, d);
 
         let (blocks, xs) = forward_blocks(be, &w.blocks, xs, batch, n);
 
@@ -392,7 +432,7 @@ impl<B: Backend> Vit<B> {
                 let dmean = be.alloc(batch * d);
                 w.norm.backward(be, &dpooled, &fwd.norm_saved, mean, &g.norm, &dmean, batch);
                 let mm = self.mean_of_patches(batch);
-                // dx[b, 1 + t] += dmean[b] / L : the transpose of the mean's matmul
+                // dx[b, prefix + t] += dmean[b] / L : the transpose of the mean's matmul
                 let back = Matmul {
                     m: l,
                     n: d,
@@ -418,8 +458,28 @@ impl<B: Backend> Vit<B> {
 
         backward_blocks(be, &w.blocks, &g.blocks, &fwd.blocks, &dx, batch, n);
 
-        let mut dembedded = be.alloc(batch * l * d);
-        be.cls_pos_backward(&dx, &dembedded, &g.cls, Some(&g.pos), batch, l, d);
+        let r = cfg.reg_tokens;
+        let mut dembedded = be.alloc(batch * (r + l) * d);
+        be.cls_pos_backward(&dx, &dembedded, &g.cls, Some(&g.pos), batch, r + l, d);
+        if let Some(dreg) = &g.reg {
+            // dreg += Σ_b d[b, :R], a [1, batch] · [batch, R·D] product; the patches' rows go on
+            let sum = Matmul {
+                m: 1,
+                n: r * d,
+                k: batch,
+                batch: [1, 1],
+                a: Strides::row_major(batch),
+                b: Strides { offset: 0, row: (r + l) * d, col: 1, batch_stride: [0, 0] },
+                c: Strides::row_major(r * d),
+                alpha: 1.0,
+                beta: 1.0,
+            };
+            be.matmul(&sum, &be.upload(&vec![1.0; batch]), &dembedded, None, dreg);
+            let idx: Vec<u32> = (0..batch * l).map(|i| (i / l * (r + l) + r + i % l) as u32).collect();
+            let dpatch = be.alloc(batch * l * d);
+            be.gather_rows(&dembedded, &be.upload_u32(&idx), None, &dpatch, batch * l, d);
+            dembedded = dpatch;
+        }
         if let Some(m) = &fwd.mask {
             // masked rows feed the token (its gradient sums them), kept rows the embedding
             let (dmasked, dkept) = (be.alloc(batch * l * d), be.alloc(batch * l * d));
@@ -436,16 +496,17 @@ impl<B: Backend> Vit<B> {
         }
     }
 
-    /// `mean[b] = Σ_t x[b, 1 + t] / L` as a batched matmul `[1, L] · [L, d]`.
+    /// `mean[b] = Σ_t x[b, prefix + t] / L` as a batched matmul `[1, L] · [L, d]`.
     fn mean_of_patches(&self, batch: usize) -> Matmul {
         let (l, n, d) = (self.cfg.patches(), self.cfg.tokens(), self.cfg.embed_dim);
+        let prefix = self.cfg.prefix_tokens();
         Matmul {
             m: 1,
             n: d,
             k: l,
             batch: [batch, 1],
             a: Strides { offset: 0, row: 0, col: 1, batch_stride: [0, 0] },
-            b: Strides { offset: d, row: d, col: 1, batch_stride: [n * d, 0] },
+            b: Strides { offset: prefix * d, row: d, col: 1, batch_stride: [n * d, 0] },
             c: Strides { offset: 0, row: d, col: 1, batch_stride: [d, 0] },
             alpha: 1.0,
             beta: 0.0,

@@ -46,8 +46,13 @@ CONFIGS = {
     "vit_rect_avg": (dict(img_size=[16, 24], patch_size=8, in_chans=3, embed_dim=32, depth=2,
                           num_heads=4, mlp_ratio=2.0, qkv_bias=False, num_classes=5,
                           global_pool="avg", **_DEFAULTS), 2),
+    # (d) two register tokens (`reg_tokens`, Darcet et al. 2023) between the class token
+    # and a 3x3 grid: 12 tokens, position embeddings for all of them (no_embed_class=False).
+    "vit_registers": (dict(img_size=24, patch_size=8, in_chans=3, embed_dim=32, depth=2,
+                           num_heads=2, mlp_ratio=4.0, qkv_bias=True, num_classes=5,
+                           global_pool="token", reg_tokens=2, **_DEFAULTS), 2),
 }
-SEEDS = {"vit_tiny_rgb": 1, "vit_gray_28": 2, "vit_rect_avg": 3}
+SEEDS = {"vit_tiny_rgb": 1, "vit_gray_28": 2, "vit_rect_avg": 3, "vit_registers": 4}
 
 
 def save_canonical(tensors, path, metadata):
@@ -74,7 +79,7 @@ def redraw(model, gen):
 
     with torch.no_grad():
         for name, p in model.named_parameters():  # deterministic order
-            if name in ("cls_token", "pos_embed"):
+            if name in ("cls_token", "reg_token", "pos_embed"):
                 v = randn(p, 0.5)
             elif name.endswith(".bias") or name.endswith("_bias"):
                 v = randn(p, 0.1)

@@ -20,7 +20,7 @@ use super::parse_scale;
 use crate::data::DataSpec;
 
 /// DINO's flags (the backbone's size comes from `--img-size`, `--patch-size`,
-/// `--embed-dim`, `--depth`, `--heads`).
+/// `--embed-dim`, `--depth`, `--heads`, `--reg-tokens`).
 #[derive(clap::Args, Clone, Debug, Default)]
 pub struct DinoArgs {
     /// DINO: side of the local crops [default: 12 for fashion-mnist, 32 otherwise].
@@ -105,6 +105,7 @@ pub fn run_from_args(
         qkv_bias: true,
         num_classes: 0,
         global_pool: "token".into(),
+        reg_tokens: m.reg_tokens.unwrap_or(0),
         ..VitConfig::default()
     };
     let model = DinoConfig {

@@ -28,6 +28,10 @@ pub struct MaeArgs {
     /// Encoder attention heads [default: 4 for fashion-mnist, 3 otherwise].
     #[arg(long)]
     pub heads: Option<usize>,
+    /// ViT register tokens after the class token (timm's `reg_tokens`, Darcet et al. 2023),
+    /// for DINO, iBOT and the supervised ViT; MAE's encoder has none [default: 0].
+    #[arg(long)]
+    pub reg_tokens: Option<usize>,
     /// Decoder width [default: 64 for fashion-mnist, 128 otherwise].
     #[arg(long)]
     pub decoder_dim: Option<usize>,
@@ -66,6 +70,9 @@ impl MaeArgs {
             norm_eps: 1e-6,
         };
         cfg.validate()?;
+        if self.reg_tokens.unwrap_or(0) > 0 {
+            bail!("--reg-tokens is for DINO, iBOT and the supervised ViT: MAE's encoder (the official code's) has no registers");
+        }
         for (flag, dim) in [("--embed-dim", cfg.embed_dim), ("--decoder-dim", cfg.decoder_embed_dim)] {
             if !dim.is_multiple_of(4) {
                 bail!("{flag} {dim} must be a multiple of 4 (2-D sin-cos position embeddings)");
