@@ -454,6 +454,23 @@ mod tests {
         // views of one scene (the same `shared` seed) share the backdrop
         let (a, b) = (d.view_in(0, &whole, Some(7), &mut rng), d.view_in(0, &whole, Some(7), &mut rng));
         assert_eq!(a.data, b.data);
+        // DINO's views of one image share a backdrop in a step, or with `per_view` do not
+        let crops = patchwork_compute::augment::MultiCrop {
+            global: [whole.clone(), whole.clone()],
+            local: whole.clone(),
+            n_local: 1,
+        };
+        use patchwork_compute::{block_on, Backend};
+        for per_view in [false, true] {
+            let be = patchwork_compute::Cpu;
+            let (g, l) =
+                patchwork_compute::train::dino::upload_views(&be, &crops, &d, &[0], per_view, &mut rng, &mut None);
+            let (g, l) = (block_on(be.read(&g)), block_on(be.read(&l.unwrap())));
+            let views: Vec<&[f32]> = g.chunks(3 * 16 * 16).chain(l.chunks(3 * 16 * 16)).collect();
+            // two global views and a local one, whole images: they differ only in the backdrop
+            assert_eq!(views.len(), 3);
+            assert_eq!(views.windows(2).all(|w| w[0] == w[1]), !per_view, "per_view {per_view}");
+        }
         // smooth noise is continuous: neighbours differ little
         let bg = loop {
             let b = backdrop(32, 32, &mut rng);

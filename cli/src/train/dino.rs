@@ -70,6 +70,10 @@ pub struct DinoArgs {
     /// for 224-px crops]
     #[arg(long, value_parser = parse_sigma)]
     pub blur_sigma: Option<(f32, f32)>,
+    /// DINO: give every view of a cut-out its own backdrop, so that only the object is
+    /// common to an image's views [default: the views share one backdrop, drawn each step].
+    #[arg(long)]
+    pub backdrop_per_view: bool,
 }
 
 fn parse_sigma(s: &str) -> Result<(f32, f32), String> {
@@ -134,6 +138,7 @@ pub fn run_from_args(
         weight_decay_end: d.weight_decay_end.unwrap_or(0.4),
         freeze_last_layer_steps: d.freeze_last_layer_steps.unwrap_or(images.div_ceil(batch.max(1))),
         blur_sigma: d.blur_sigma.unwrap_or(DINO_BLUR_SIGMA),
+        backdrop_per_view: d.backdrop_per_view,
     };
     if !(0.0..=1.0).contains(&recipe.momentum_teacher) {
         bail!("--momentum-teacher {} must be in [0, 1]", recipe.momentum_teacher);

@@ -34,6 +34,10 @@ pub struct DinoRecipe {
     /// read as that, which they were trained with).
     #[serde(default = "legacy_blur_sigma")]
     pub blur_sigma: (f32, f32),
+    /// Cut-outs: every view gets its own backdrop, so only the object is common to an
+    /// image's views (default: its views share one backdrop, drawn afresh each step).
+    #[serde(default)]
+    pub backdrop_per_view: bool,
 }
 
 fn legacy_blur_sigma() -> (f32, f32) {
@@ -53,6 +57,7 @@ impl DinoRecipe {
             weight_decay_end: 0.4,
             freeze_last_layer_steps,
             blur_sigma: crate::augment::DINO_BLUR_SIGMA,
+            backdrop_per_view: false,
         }
     }
 
@@ -83,12 +88,14 @@ pub struct DinoRun {
 
 /// The batch's multi-crop views, drawn from `rng` view by view (globals first) and written to
 /// `buffers` (kept across steps, reallocated when the batch changes): the global crops
-/// `[2·B, C, G, G]` and, when there are local crops, `[K·B, C, L, L]`.
+/// `[2·B, C, G, G]` and, when there are local crops, `[K·B, C, L, L]`. With `per_view`
+/// each view of a cut-out gets its own backdrop.
 pub fn upload_views<B: Backend>(
     be: &B,
     crops: &MultiCrop,
     data: &dyn Views,
     indices: &[usize],
+    per_view: bool,
     rng: &mut Rng,
     buffers: &mut Option<(B::Buf, B::Buf)>,
 ) -> (B::Buf, Option<B::Buf>) {
@@ -99,7 +106,7 @@ pub fn upload_views<B: Backend>(
     let scene = rng.clone().next_u64();
     for (v, aug) in crops.views().enumerate() {
         for &i in indices {
-            let shared = Some(scene ^ (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            let shared = (!per_view).then(|| scene ^ (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
             let view = data.view_in(i, aug, shared, rng);
             view.push_chw(&norm.mean, &norm.std, if v < 2 { &mut globals } else { &mut locals });
         }
@@ -222,7 +229,8 @@ impl<B: Backend> Trainer<B> for DinoTrainer<B> {
     ) -> LocalFut<'a, f64> {
         Box::pin(async move {
             let batch = indices.len();
-            let (g, l) = upload_views(be, &self.crops, data, indices, rng, &mut self.buffers);
+            let (g, l) =
+                upload_views(be, &self.crops, data, indices, self.run.recipe.backdrop_per_view, rng, &mut self.buffers);
             let s = DinoStep {
                 opt: StepConfig { weight_decay: self.wd[step], ..hp },
                 teacher_temp: self.run.recipe.teacher_temp(step),

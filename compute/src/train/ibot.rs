@@ -128,7 +128,8 @@ impl<B: Backend> Trainer<B> for IbotTrainer<B> {
     ) -> LocalFut<'a, f64> {
         Box::pin(async move {
             let batch = indices.len();
-            let (g, l) = upload_views(be, &self.crops, data, indices, rng, &mut self.buffers);
+            let (g, l) =
+                upload_views(be, &self.crops, data, indices, self.run.recipe.backdrop_per_view, rng, &mut self.buffers);
             let masks = self.run.model.masking.masks(self.run.model.vit.grid(), 2 * batch, rng);
             let r = &self.run.recipe;
             let s = IbotStep {
