@@ -455,11 +455,7 @@ mod tests {
         let (a, b) = (d.view_in(0, &whole, Some(7), &mut rng), d.view_in(0, &whole, Some(7), &mut rng));
         assert_eq!(a.data, b.data);
         // DINO's views of one image share a backdrop in a step, or with `per_view` do not
-        let crops = patchwork_compute::augment::MultiCrop {
-            global: [whole.clone(), whole.clone()],
-            local: whole.clone(),
-            n_local: 1,
-        };
+        let crops = patchwork_compute::augment::MultiCrop { global: [whole, whole], local: whole, n_local: 1 };
         use patchwork_compute::{block_on, Backend};
         for per_view in [false, true] {
             let be = patchwork_compute::Cpu;
