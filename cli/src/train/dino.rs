@@ -74,6 +74,9 @@ pub struct DinoArgs {
     /// common to an image's views [default: the views share one backdrop, drawn each step].
     #[arg(long)]
     pub backdrop_per_view: bool,
+    /// DINO: no colour jitter, grayscale or solarisation (crops, flips and blurs only).
+    #[arg(long)]
+    pub no_color_aug: bool,
 }
 
 fn parse_sigma(s: &str) -> Result<(f32, f32), String> {
@@ -139,6 +142,7 @@ pub fn run_from_args(
         freeze_last_layer_steps: d.freeze_last_layer_steps.unwrap_or(images.div_ceil(batch.max(1))),
         blur_sigma: d.blur_sigma.unwrap_or(DINO_BLUR_SIGMA),
         backdrop_per_view: d.backdrop_per_view,
+        no_color_aug: d.no_color_aug,
     };
     if !(0.0..=1.0).contains(&recipe.momentum_teacher) {
         bail!("--momentum-teacher {} must be in [0, 1]", recipe.momentum_teacher);

@@ -38,6 +38,9 @@ pub struct DinoRecipe {
     /// image's views (default: its views share one backdrop, drawn afresh each step).
     #[serde(default)]
     pub backdrop_per_view: bool,
+    /// No colour jitter, grayscale or solarisation in any view: crops, flips and blurs only.
+    #[serde(default)]
+    pub no_color_aug: bool,
 }
 
 fn legacy_blur_sigma() -> (f32, f32) {
@@ -58,6 +61,7 @@ impl DinoRecipe {
             freeze_last_layer_steps,
             blur_sigma: crate::augment::DINO_BLUR_SIGMA,
             backdrop_per_view: false,
+            no_color_aug: false,
         }
     }
 
@@ -67,7 +71,14 @@ impl DinoRecipe {
     }
 
     pub fn crops(&self, global_size: usize, local_size: usize, n_local: usize) -> MultiCrop {
-        MultiCrop::dino(global_size, local_size, n_local, self.global_scale, self.local_scale, self.blur_sigma)
+        let mut crops =
+            MultiCrop::dino(global_size, local_size, n_local, self.global_scale, self.local_scale, self.blur_sigma);
+        if self.no_color_aug {
+            for a in crops.global.iter_mut().chain([&mut crops.local]) {
+                (a.color_jitter, a.grayscale, a.solarize) = (0.0, 0.0, 0.0);
+            }
+        }
+        crops
     }
 }
 
@@ -275,5 +286,27 @@ mod tests {
         assert!((warmed_up(0.04, 0.07, 4, 2) - 0.06).abs() < 1e-7);
         assert!((warmed_up(0.04, 0.07, 4, 3) - 0.07).abs() < 1e-7);
         assert_eq!(warmed_up(0.04, 0.07, 4, 9), 0.07);
+    }
+
+    /// DINO's views carry its colour augmentations unless the recipe turns them off; crops,
+    /// flips and blurs stay; recipes saved before the switches read as the defaults.
+    #[test]
+    fn colour_augmentations_can_be_turned_off() {
+        let on = DinoRecipe::defaults(1).crops(32, 16, 2);
+        assert!(on.views().all(|a| a.color_jitter > 0.0 && a.grayscale > 0.0));
+        assert!(on.views().any(|a| a.solarize > 0.0));
+        let off = DinoRecipe { no_color_aug: true, ..DinoRecipe::defaults(1) }.crops(32, 16, 2);
+        for (a, b) in off.views().zip(on.views()) {
+            assert_eq!((a.color_jitter, a.grayscale, a.solarize), (0.0, 0.0, 0.0));
+            assert_eq!(
+                (a.size, a.scale, a.flip, a.blur, a.blur_sigma),
+                (b.size, b.scale, b.flip, b.blur, b.blur_sigma)
+            );
+        }
+        let mut old = serde_json::to_value(DinoRecipe::defaults(1)).unwrap();
+        let o = old.as_object_mut().unwrap();
+        o.remove("no_color_aug");
+        o.remove("backdrop_per_view");
+        assert_eq!(serde_json::from_value::<DinoRecipe>(old).unwrap(), DinoRecipe::defaults(1));
     }
 }
