@@ -105,6 +105,28 @@ impl Dataset {
     pub fn len(&self) -> usize {
         self.images.len()
     }
+
+    /// Put every cut-out (an image with an alpha channel) on a transparent square canvas
+    /// `factor` times its longer side, at a spot drawn from `seed` and its index. Returns
+    /// how many images were cut-outs.
+    pub fn pad_cutouts(&mut self, factor: f32, seed: u64) -> usize {
+        let mut padded = 0;
+        for (i, img) in self.images.iter_mut().enumerate() {
+            if !img.color().has_alpha() {
+                continue;
+            }
+            let rgba = img.to_rgba8();
+            let (w, h) = rgba.dimensions();
+            let side = ((w.max(h) as f32 * factor).round() as u32).max(w).max(h);
+            let mut rng = Rng::new(seed ^ (i as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03));
+            let (x, y) = (rng.below((side - w + 1) as usize) as i64, rng.below((side - h + 1) as usize) as i64);
+            let mut canvas = image::RgbaImage::new(side, side);
+            image::imageops::replace(&mut canvas, &rgba, x, y);
+            *img = DynamicImage::ImageRgba8(canvas);
+            padded += 1;
+        }
+        padded
+    }
 }
 
 impl Views for Dataset {
@@ -467,6 +489,14 @@ mod tests {
             assert_eq!(views.len(), 3);
             assert_eq!(views.windows(2).all(|w| w[0] == w[1]), !per_view, "per_view {per_view}");
         }
+        // on a canvas twice the side the object keeps its pixels and the rest is transparent
+        let mut d2 = load_dir(dir.path(), 3, 16).unwrap();
+        assert_eq!(d2.pad_cutouts(2.0, 5), 1);
+        let (big, small) = (d2.images[0].to_rgba8(), d.images[0].to_rgba8());
+        assert_eq!((big.dimensions(), d2.images[1].width()), ((32, 32), 16));
+        let opaque = big.pixels().filter(|p| p.0[3] == 255).count();
+        assert_eq!(opaque, small.pixels().filter(|p| p.0[3] == 255).count());
+        assert!(big.pixels().filter(|p| p.0[3] == 255).all(|p| p.0 == [200, 10, 10, 255]));
         // smooth noise is continuous: neighbours differ little
         let bg = loop {
             let b = backdrop(32, 32, &mut rng);

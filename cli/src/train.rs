@@ -106,6 +106,11 @@ pub struct Args {
     /// probability 0.8, then grayscale with probability 0.2.
     #[arg(long)]
     pub color_jitter: bool,
+    /// Place each cut-out (an image with transparency) on a transparent canvas F times its
+    /// side, at a random spot, before cropping: its object comes out smaller in the views
+    /// (F ≥ 1) [default: 1].
+    #[arg(long, value_name = "F")]
+    pub cutout_canvas: Option<f32>,
     #[command(flatten)]
     pub mae: mae::MaeArgs,
     #[command(flatten)]
@@ -155,6 +160,7 @@ fn schedule_from_args(a: &Args) -> Result<Schedule> {
         seed: a.seed.unwrap_or(0),
         crop_scale: a.crop_scale,
         color_jitter: a.color_jitter,
+        cutout_canvas: a.cutout_canvas,
         init: a.init.as_ref().map(|p| p.display().to_string()),
         ..d
     })
@@ -183,6 +189,9 @@ fn check_flags(s: &Schedule, a: &Args) -> Result<()> {
     }
     if a.color_jitter && !s.color_jitter {
         differ.push("--color-jitter (checkpoint: off)".into());
+    }
+    if a.cutout_canvas.is_some() && a.cutout_canvas != s.cutout_canvas {
+        differ.push(format!("--cutout-canvas {:?} (checkpoint: {:?})", a.cutout_canvas, s.cutout_canvas));
     }
     if a.clip.is_some() && a.clip != s.clip {
         differ.push(format!("--clip {:?} (checkpoint: {:?})", a.clip, s.clip));
@@ -280,6 +289,14 @@ pub fn train(args: Args) -> Result<String> {
             "{} is used whole (no crops); --crop-scale and --color-jitter apply to photos and image folders",
             data.name
         );
+    }
+    if let Some(f) = schedule.cutout_canvas {
+        if !(1.0..=8.0).contains(&f) {
+            bail!("--cutout-canvas {f} must be between 1 and 8");
+        }
+        if data.pad_cutouts(f, schedule.seed) == 0 {
+            bail!("--cutout-canvas applies to cut-outs (images with transparency); {} has none", data.name);
+        }
     }
     if data.channels != schedule.in_chans {
         bail!("{} has {} channel(s); the model takes {}", data.name, data.channels, schedule.in_chans);

@@ -112,6 +112,10 @@ pub struct Schedule {
     pub crop_scale: Option<(f32, f32)>,
     #[serde(default)]
     pub color_jitter: bool,
+    /// Cut-outs are placed on a transparent canvas this many times their side (at a
+    /// random spot) before cropping, so their objects come out smaller (absent: 1).
+    #[serde(default)]
+    pub cutout_canvas: Option<f32>,
     /// A model file whose weights the run starts from instead of `seed`'s (a second stage
     /// of training); the seed still draws data, crops and masks.
     #[serde(default)]
@@ -140,6 +144,7 @@ impl Schedule {
             in_chans,
             crop_scale: None,
             color_jitter: false,
+            cutout_canvas: None,
             init: None,
         }
     }
