@@ -322,7 +322,8 @@ pub fn AttentionView(
                     caption="mean over heads".to_string() pick />
             });
             let to_cls: f32 = 1.0 - mean.iter().sum::<f32>();
-            let prefix =
+            // a model with registers shares the rest between them and the class token
+            let rest_to =
                 if a.maps[shown.get()].cls_to_registers.is_empty() { "the class token" } else { "the class token and the registers" };
             Some(view! {
                 <div class="patch-view" data-testid="patch-view" data-patch=q.to_string()>
@@ -331,7 +332,7 @@ pub fn AttentionView(
                     </h3>
                     <p class="muted small">
                         {format!(
-                            "Its query's attention over every patch (outlined: the patch itself); the {:.1}% left goes to {prefix}.",
+                            "Its query's attention over every patch (outlined: the patch itself); the {:.1}% left goes to {rest_to}.",
                             to_cls * 100.0
                         )}
                         " "
