@@ -65,6 +65,12 @@ pub struct Args {
     /// map's, and a centred Gaussian blob's (the baseline).
     #[arg(long)]
     pub objects: Option<String>,
+    /// Run the model at N×N px instead of its own `img_size`, its position embeddings
+    /// interpolated as DINO's `interpolate_pos_encoding` (bicubic); N is a multiple of the
+    /// patch size. A finer grid than training's, as DINO's `visualize_attention.py` does
+    /// (480 px for models trained at 224).
+    #[arg(long)]
+    pub size: Option<usize>,
     /// Images of --objects to score (the first N).
     #[arg(long, default_value_t = 200)]
     pub count: usize,
@@ -176,6 +182,8 @@ mod objects;
 struct Forward {
     cfg: VitConfig,
     file: TensorFile,
+    /// The input size (the model's own or `--size`).
+    size: [usize; 2],
     /// `[1, C, H, W]`, normalised.
     x: Vec<f32>,
     layer: usize,
@@ -184,10 +192,20 @@ struct Forward {
 impl OnBackend for Forward {
     type Output = Result<(AttentionMap, String)>;
     fn run<B: Probe>(self, be: &B) -> Self::Output {
-        let vit = Vit::from_file(be, self.cfg, &self.file)?;
+        let vit = Vit::from_file(be, self.cfg, &self.file)?.at_size(be, self.size)?.vit;
         let saved = Backbone::forward(&vit, be, &be.upload(&self.x), 1);
         Ok((block_on(Backbone::attention(&vit, be, &saved, self.layer)), be.name()))
     }
+}
+
+/// The model's config at the input size `--size` asks for (its own without it).
+pub fn at_size(cfg: &VitConfig, size: Option<usize>) -> Result<VitConfig> {
+    let Some(n) = size else { return Ok(cfg.clone()) };
+    let p = cfg.patch_size;
+    if n == 0 || !n.is_multiple_of(p) {
+        bail!("--size {n} is not a positive multiple of the model's patch size {p}: try {}", (n / p).max(1) * p);
+    }
+    Ok(VitConfig { img_size: [n, n], ..cfg.clone() })
 }
 
 /// `--layer` as a block index: 0..depth, or −depth..−1 counted from the end.
@@ -207,6 +225,8 @@ pub fn resolve_layer(layer: i64, depth: usize) -> Result<usize> {
 /// One layer's maps for one image, on the patch grid (`[l]` each, raster order).
 pub struct Report {
     pub vit: VitModel,
+    /// The input size the model ran at (its own `img_size`, or `--size`).
+    pub img_size: [usize; 2],
     pub backend: String,
     pub layer: usize,
     /// `[heads][l]`: CLS → patch attention (each sums to 1 − the CLS's attention on itself
@@ -224,7 +244,7 @@ pub struct Report {
 /// Run the model on the image; writes the PNG when `--out` is given.
 pub fn evaluate(args: &Args) -> Result<Report> {
     let (vit, file) = load_vit(&args.model, args.heads)?;
-    let cfg = vit.cfg.clone();
+    let cfg = at_size(&vit.cfg, args.size)?;
     let layer = resolve_layer(args.layer, cfg.depth)?;
     let path = args.image.as_ref().context("give --image")?;
     let img = data::decode(path)?;
@@ -235,8 +255,10 @@ pub fn evaluate(args: &Args) -> Result<Report> {
     let input = if cfg.in_chans == 1 { DynamicImage::ImageLuma8(input.to_luma8()) } else { input };
     let mut x = Vec::new();
     data::push_chw(&input, cfg.in_chans, &vit.norm, &mut x);
-    let (map, backend) =
-        crate::train::with_compute_backend(args.backend, Forward { cfg: cfg.clone(), file, x, layer })??;
+    let (map, backend) = crate::train::with_compute_backend(
+        args.backend,
+        Forward { cfg: vit.cfg.clone(), file, size: cfg.img_size, x, layer },
+    )??;
     let ClsMaps { heads, registers, mean, masks, mean_mask, .. } =
         cls_maps(&map, 0, MASS).context("the model has no class token")?;
     if let Some(out) = &args.out {
@@ -246,12 +268,18 @@ pub fn evaluate(args: &Args) -> Result<Report> {
             .save(out)
             .with_context(|| format!("writing {}", out.display()))?;
     }
-    Ok(Report { vit, backend, layer, heads, registers, mean, masks, mean_mask })
+    Ok(Report { vit, img_size: cfg.img_size, backend, layer, heads, registers, mean, masks, mean_mask })
 }
 
 impl Report {
+    /// The patch grid of the input the model ran at.
+    pub fn grid(&self) -> [usize; 2] {
+        let p = self.vit.cfg.patch_size;
+        [self.img_size[0] / p, self.img_size[1] / p]
+    }
+
     pub fn to_json(&self, args: &Args) -> serde_json::Value {
-        let (v, [_, gw]) = (&self.vit, self.vit.cfg.grid());
+        let (v, [_, gw]) = (&self.vit, self.grid());
         // f32s as their shortest decimals, not their f64 expansions
         let short = |x: f32| x.to_string().parse::<f64>().unwrap_or(f64::NAN);
         let grid =
@@ -271,7 +299,8 @@ impl Report {
             "backend": self.backend,
             "layer": self.layer,
             "layers": v.cfg.depth,
-            "grid": v.cfg.grid(),
+            "img_size": self.img_size,
+            "grid": self.grid(),
             "num_heads": self.heads.len(),
             "threshold": MASS,
             "cls_to_cls": self
@@ -291,7 +320,7 @@ impl Report {
 
     /// Per head (and the mean): the CLS → patch mass, the patches in the 60% mask, the peak.
     pub fn print_table(&self, args: &Args) {
-        let (c, [gh, gw]) = (&self.vit.cfg, self.vit.cfg.grid());
+        let (c, [gh, gw]) = (&self.vit.cfg, self.grid());
         println!(
             "{} ({}): ViT {}×{}, patch {}, {} channel(s), width {}, depth {}, {} heads; on {}",
             args.model.display(),
@@ -312,7 +341,12 @@ impl Report {
                 self.vit.ignored[0]
             );
         }
-        println!("layer {} of 0..={}, patch grid {gh}×{gw}", self.layer, c.depth - 1);
+        let at = if self.img_size == c.img_size {
+            String::new()
+        } else {
+            format!(", run at {}×{} px (position embeddings interpolated)", self.img_size[0], self.img_size[1])
+        };
+        println!("layer {} of 0..={}, patch grid {gh}×{gw}{at}", self.layer, c.depth - 1);
         println!("{:>6} {:>12} {:>12} {:>12}", "head", "CLS→patches", "60% mask", "peak (y, x)");
         let row = |name: String, m: &[f32], mask: &[bool]| {
             let peak = (0..m.len()).max_by(|a, b| m[*a].total_cmp(&m[*b])).unwrap_or(0);
@@ -470,6 +504,20 @@ mod tests {
         let r0 = evaluate(&a0).unwrap().to_json(&a0);
         assert_eq!(r0["layer"], 0);
         assert_ne!(r0["heads"], r["heads"]);
+        // --size runs the model on a finer grid (interpolated position embeddings); its own
+        // size changes nothing; a size off the patch grid is refused
+        let a2 = args(&["--model", &model, "--image", &img, "--heads", "2", "--json", "--size", "32"]);
+        let r2 = evaluate(&a2).unwrap().to_json(&a2);
+        check_maps(&r2, 2, [8, 8]);
+        assert_eq!(
+            (r2["img_size"].clone(), r2["model"]["config"]["img_size"].clone()),
+            (json!([32, 32]), json!([16, 16]))
+        );
+        let a1 = args(&["--model", &model, "--image", &img, "--heads", "2", "--json", "--size", "16"]);
+        assert_eq!(evaluate(&a1).unwrap().to_json(&a1)["heads"], r["heads"]);
+        let a3 = args(&["--model", &model, "--image", &img, "--heads", "2", "--json", "--size", "30"]);
+        let e = evaluate(&a3).err().unwrap().to_string();
+        assert!(e.contains("--size 30") && e.contains("patch size 4") && e.contains("try 28"), "{e}");
         // without --heads a 16-wide model cannot be guessed
         let e = evaluate(&args(&["--model", &model, "--image", &img, "--json"])).err().unwrap();
         assert!(format!("{e:#}").contains("cannot be guessed") && format!("{e:#}").contains("--heads"), "{e:#}");
@@ -646,6 +694,18 @@ mod tests {
         }
         // the blob covers the centre columns: a half-image object on either side overlaps it equally
         assert_eq!(rows[0]["blob"], rows[1]["blob"]);
+        assert_eq!(r["img_size"], json!([16, 16]));
+        // on a finer grid the scores are still IoUs, and the grid is reported
+        let a =
+            args(&["--model", &model, "--heads", "2", "--objects", objs.to_str().unwrap(), "--json", "--size", "32"]);
+        let r2 = objects::score(&a).unwrap();
+        assert_eq!((r2["images"].clone(), r2["img_size"].clone()), (json!(2), json!([32, 32])));
+        assert_ne!(r2["per_image"], r["per_image"]);
+        assert!(r2["per_image"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|row| (0.0..=1.0).contains(&row["best"].as_f64().unwrap())));
         let empty = tempfile::tempdir().unwrap();
         let a = args(&["--model", &model, "--heads", "2", "--objects", empty.path().to_str().unwrap()]);
         assert!(objects::score(&a).unwrap_err().to_string().contains("NAME.mask.png"));

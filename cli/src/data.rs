@@ -99,6 +99,9 @@ pub struct Dataset {
     pub classes: Vec<String>,
     pub augment: Augment,
     pub norm: Normalize,
+    /// Photos that cut-outs' backdrops may be cut from (`--backdrops`; empty: plain colours
+    /// and colour noise only, see [`backdrop`]).
+    pub backdrops: Vec<image::RgbImage>,
 }
 
 impl Dataset {
@@ -139,11 +142,11 @@ impl Views for Dataset {
     }
 
     fn view(&self, index: usize, aug: &Augmentation, rng: &mut Rng) -> Image {
-        augmented_view(&self.images[index], self.channels, aug, None, rng)
+        augmented_view(&self.images[index], self.channels, aug, &self.backdrops, None, rng)
     }
 
     fn view_in(&self, index: usize, aug: &Augmentation, shared: Option<u64>, rng: &mut Rng) -> Image {
-        augmented_view(&self.images[index], self.channels, aug, shared, rng)
+        augmented_view(&self.images[index], self.channels, aug, &self.backdrops, shared, rng)
     }
 
     fn label(&self, index: usize) -> Option<u32> {
@@ -157,11 +160,8 @@ impl Views for Dataset {
             match self.augment {
                 Augment::None => push_chw(&fit(img, size), self.channels, &self.norm, &mut out),
                 Augment::Views(a) => {
-                    augmented_view(img, self.channels, &Augmentation { size, ..a }, None, rng).push_chw(
-                        &self.norm.mean,
-                        &self.norm.std,
-                        &mut out,
-                    );
+                    augmented_view(img, self.channels, &Augmentation { size, ..a }, &self.backdrops, None, rng)
+                        .push_chw(&self.norm.mean, &self.norm.std, &mut out);
                 }
             }
         }
@@ -193,14 +193,16 @@ pub fn fit(img: &DynamicImage, size: usize) -> DynamicImage {
 }
 
 /// One view of `img` drawn by `aug`; only the crop's pixels are converted to floats. A
-/// cut-out (an image with transparent pixels) is laid over a random [`backdrop`]: the one
-/// seeded by `shared` (DINO's views of an image in one step share it), else a fresh one. So
-/// an object is seen on a new background every time it is drawn, and only the object is
-/// the same from one epoch to the next.
+/// cut-out (an image with transparent pixels) is laid over a random backdrop ([`backdrop`],
+/// or [`photo_backdrop`] when `photos` are given): the one seeded by `shared` (DINO's views
+/// of an image in one step share it), else a fresh one. So an object is seen on a new
+/// background every time it is drawn, and only the object is the same from one epoch to
+/// the next.
 pub fn augmented_view(
     img: &DynamicImage,
     channels: usize,
     aug: &Augmentation,
+    photos: &[image::RgbImage],
     shared: Option<u64>,
     rng: &mut Rng,
 ) -> Image {
@@ -208,8 +210,8 @@ pub fn augmented_view(
     let crop = img.crop_imm(b.x as u32, b.y as u32, b.w as u32, b.h as u32);
     let crop = match (crop.color().has_alpha(), shared) {
         (false, _) => crop,
-        (true, Some(seed)) => over_backdrop(&crop.to_rgba8(), &mut Rng::new(seed)),
-        (true, None) => over_backdrop(&crop.to_rgba8(), rng),
+        (true, Some(seed)) => over_backdrop(&crop.to_rgba8(), photos, &mut Rng::new(seed)),
+        (true, None) => over_backdrop(&crop.to_rgba8(), photos, rng),
     };
     let raw = if channels == 1 { crop.to_luma8().into_raw() } else { crop.to_rgb8().into_raw() };
     aug.finish(&Image::from_u8(b.w, b.h, channels, &raw), rng)
@@ -219,11 +221,15 @@ pub fn augmented_view(
 /// or smooth colour noise, a 4×4 grid of random colours bilinearly upsampled (like a blurred
 /// photo).
 pub fn backdrop(w: usize, h: usize, rng: &mut Rng) -> Vec<[f32; 3]> {
-    let colour = |rng: &mut Rng| [rng.uniform(), rng.uniform(), rng.uniform()];
     if rng.uniform() < 0.5 {
-        return vec![colour(rng); w * h];
+        return vec![[rng.uniform(), rng.uniform(), rng.uniform()]; w * h];
     }
-    let grid: Vec<[f32; 3]> = (0..16).map(|_| colour(rng)).collect();
+    colour_noise(w, h, rng)
+}
+
+/// Smooth colour noise: a 4×4 grid of random colours bilinearly upsampled to `w × h`.
+fn colour_noise(w: usize, h: usize, rng: &mut Rng) -> Vec<[f32; 3]> {
+    let grid: Vec<[f32; 3]> = (0..16).map(|_| [rng.uniform(), rng.uniform(), rng.uniform()]).collect();
     let at = |u: f32, v: f32| {
         let (x, y) = (u * 3.0, v * 3.0);
         let (x0, y0) = ((x as usize).min(2), (y as usize).min(2));
@@ -239,10 +245,49 @@ pub fn backdrop(w: usize, h: usize, rng: &mut Rng) -> Vec<[f32; 3]> {
     (0..w * h).map(|i| at((i % w) as f32 / sw, (i / w) as f32 / sh)).collect()
 }
 
-/// `img` laid over a [`backdrop`] by its alpha.
-fn over_backdrop(img: &image::RgbaImage, rng: &mut Rng) -> DynamicImage {
+/// A backdrop drawn with `--backdrops`' photos, in thirds:
+/// - plain: a random colour, a grey, near-white or near-black (half the time a colour, then
+///   a fifth each the others), so the extremes of plain studio backgrounds are seen;
+/// - smooth colour noise, as [`backdrop`]'s;
+/// - a blurred crop of a random photo: a square of 0.2–1 of its shorter side at a random
+///   spot, shrunk to 4–16 px and stretched back bilinearly (a defocused background).
+pub fn photo_backdrop(w: usize, h: usize, photos: &[image::RgbImage], rng: &mut Rng) -> Vec<[f32; 3]> {
+    let kind = rng.uniform();
+    if kind < 1.0 / 3.0 {
+        let r = rng.uniform();
+        let c = if r < 0.5 {
+            [rng.uniform(), rng.uniform(), rng.uniform()]
+        } else {
+            let g = rng.uniform();
+            let g = if r < 0.7 {
+                g
+            } else if r < 0.85 {
+                0.9 + 0.1 * g
+            } else {
+                0.1 * g
+            };
+            [g; 3]
+        };
+        return vec![c; w * h];
+    }
+    if kind < 2.0 / 3.0 || photos.is_empty() {
+        return colour_noise(w, h, rng);
+    }
+    let photo = &photos[rng.below(photos.len())];
+    let (pw, ph) = (photo.width(), photo.height());
+    let side = (((0.2 + 0.8 * rng.uniform()) * pw.min(ph) as f32) as u32).clamp(1, pw.min(ph));
+    let (x, y) = ((rng.uniform() * (pw - side + 1) as f32) as u32, (rng.uniform() * (ph - side + 1) as f32) as u32);
+    let small = 4 + rng.below(13) as u32;
+    let crop = image::imageops::crop_imm(photo, x.min(pw - side), y.min(ph - side), side, side).to_image();
+    let tiny = image::imageops::resize(&crop, small, small, FilterType::Triangle);
+    let out = image::imageops::resize(&tiny, w.max(1) as u32, h.max(1) as u32, FilterType::Triangle);
+    out.pixels().map(|p| std::array::from_fn(|c| p.0[c] as f32 / 255.0)).collect()
+}
+
+/// `img` laid over a [`backdrop`] (a [`photo_backdrop`] when `photos` are given) by its alpha.
+fn over_backdrop(img: &image::RgbaImage, photos: &[image::RgbImage], rng: &mut Rng) -> DynamicImage {
     let (w, h) = (img.width() as usize, img.height() as usize);
-    let bg = backdrop(w, h, rng);
+    let bg = if photos.is_empty() { backdrop(w, h, rng) } else { photo_backdrop(w, h, photos, rng) };
     let mut out = image::RgbImage::new(w as u32, h as u32);
     for (i, (px, o)) in img.pixels().zip(out.pixels_mut()).enumerate() {
         let a = px.0[3] as f32 / 255.0;
@@ -302,6 +347,7 @@ pub fn load_idx(dir: &Path, split: &str) -> Result<Dataset> {
         classes: FASHION_MNIST_CLASSES.iter().map(|s| s.to_string()).collect(),
         augment: Augment::None,
         norm: Normalize::fashion_mnist(),
+        backdrops: Vec::new(),
     })
 }
 
@@ -396,6 +442,7 @@ pub fn load_dir(dir: &Path, channels: usize, size: usize) -> Result<Dataset> {
         classes,
         augment: Augment::Views(Augmentation::mae(size)),
         norm: Normalize::imagenet(channels),
+        backdrops: Vec::new(),
     })
 }
 
@@ -507,6 +554,43 @@ mod tests {
         for i in 0..31 {
             assert!((0..3).all(|c| (bg[i][c] - bg[i + 1][c]).abs() < 0.15), "{:?} {:?}", bg[i], bg[i + 1]);
         }
+    }
+
+    #[test]
+    fn photo_backdrops_mix_plain_extremes_noise_and_blurred_photos() {
+        // a photo of two flat halves, a colour no plain draw will hit exactly
+        let photo =
+            image::RgbImage::from_fn(40, 30, |x, _| image::Rgb(if x < 20 { [7, 200, 90] } else { [7, 20, 250] }));
+        let mut rng = Rng::new(3);
+        let (mut plain, mut grey, mut white, mut black, mut from_photo, mut noise) = (0, 0, 0, 0, 0, 0);
+        let n = 600;
+        for _ in 0..n {
+            let b = photo_backdrop(12, 10, std::slice::from_ref(&photo), &mut rng);
+            assert_eq!(b.len(), 120);
+            assert!(b.iter().flatten().all(|v| (0.0..=1.0).contains(v)));
+            let p = b[0];
+            if b.iter().all(|q| *q == p) {
+                plain += 1;
+                if p[0] == p[1] && p[1] == p[2] {
+                    grey += 1;
+                    white += (p[0] >= 0.9) as usize;
+                    black += (p[0] < 0.1) as usize;
+                }
+            } else if b.iter().all(|q| (q[0] * 255.0 - 7.0).abs() < 1.5) {
+                // every pixel a blend of the photo's two colours (red channel 7 in both)
+                from_photo += 1;
+            } else {
+                noise += 1;
+            }
+        }
+        let third = |k: usize| (k as f64 / n as f64 - 1.0 / 3.0).abs() < 0.08;
+        // a photo crop inside one half is flat too, and counted as plain: allow for it
+        assert!(third(noise) && (third(plain) || plain > n / 3) && from_photo > n / 6, "{plain} {noise} {from_photo}");
+        assert!(white > 10 && black > 10 && grey > white + black, "{grey} {white} {black}");
+        // without photos, colour noise takes the photos' third
+        let varied =
+            (0..300).filter(|_| photo_backdrop(12, 10, &[], &mut rng).windows(2).any(|w| w[0] != w[1])).count();
+        assert!((varied as f64 / 300.0 - 2.0 / 3.0).abs() < 0.08, "{varied}");
     }
 
     #[test]

@@ -111,6 +111,11 @@ pub struct Args {
     /// (F ≥ 1) [default: 1].
     #[arg(long, value_name = "F")]
     pub cutout_canvas: Option<f32>,
+    /// Lay cut-outs over backdrops of three kinds, a third each: plain (colours, greys,
+    /// near-white and near-black), smooth colour noise, and blurred crops of the photos in
+    /// DIR [default: half plain colours, half colour noise].
+    #[arg(long, value_name = "DIR")]
+    pub backdrops: Option<PathBuf>,
     #[command(flatten)]
     pub mae: mae::MaeArgs,
     #[command(flatten)]
@@ -161,6 +166,7 @@ fn schedule_from_args(a: &Args) -> Result<Schedule> {
         crop_scale: a.crop_scale,
         color_jitter: a.color_jitter,
         cutout_canvas: a.cutout_canvas,
+        backdrops: a.backdrops.as_ref().map(|p| p.display().to_string()),
         init: a.init.as_ref().map(|p| p.display().to_string()),
         ..d
     })
@@ -184,6 +190,7 @@ fn check_flags(s: &Schedule, a: &Args) -> Result<()> {
     same("--weight-decay", a.weight_decay.map(|v| v.to_string()), s.weight_decay.to_string());
     same("--seed", a.seed.map(|v| v.to_string()), s.seed.to_string());
     same("--in-chans", a.in_chans.map(|v| v.to_string()), s.in_chans.to_string());
+    same("--backdrops", a.backdrops.as_ref().map(|p| p.display().to_string()), s.backdrops.clone().unwrap_or_default());
     if a.crop_scale.is_some() && a.crop_scale != s.crop_scale {
         differ.push(format!("--crop-scale {:?} (checkpoint: {:?})", a.crop_scale, s.crop_scale));
     }
@@ -297,6 +304,13 @@ pub fn train(args: Args) -> Result<String> {
         if data.pad_cutouts(f, schedule.seed) == 0 {
             bail!("--cutout-canvas applies to cut-outs (images with transparency); {} has none", data.name);
         }
+    }
+    if let Some(dir) = &schedule.backdrops {
+        if !data.images.iter().any(|i| i.color().has_alpha()) {
+            bail!("--backdrops applies to cut-outs (images with transparency); {} has none", data.name);
+        }
+        let photos = crate::data::load_dir(Path::new(dir), 3, 64).with_context(|| format!("--backdrops {dir}"))?;
+        data.backdrops = photos.images.iter().map(|i| i.to_rgb8()).collect();
     }
     if data.channels != schedule.in_chans {
         bail!("{} has {} channel(s); the model takes {}", data.name, data.channels, schedule.in_chans);
@@ -771,6 +785,78 @@ mod tests {
             let e = train(micro(dir.path(), &flags)).unwrap_err().to_string();
             assert!(e.contains("--reg-tokens"), "{method}: {e}");
         }
+    }
+
+    /// `--backdrops DIR` lays cut-outs over blurred crops of DIR's photos (among plain and
+    /// noise backdrops); the run records the folder, and data without cut-outs, or a folder
+    /// without images, are refused.
+    #[test]
+    fn cut_outs_train_on_photo_backdrops() {
+        let dir = tempfile::tempdir().unwrap();
+        let (data, photos) = (dir.path().join("data"), dir.path().join("photos"));
+        std::fs::create_dir(&data).unwrap();
+        std::fs::create_dir(&photos).unwrap();
+        for i in 0..4u32 {
+            image::RgbaImage::from_fn(28, 28, |x, y| {
+                let inside = (x as i32 - 14).pow(2) + (y as i32 - 14).pow(2) < 64 + 9 * i as i32;
+                image::Rgba([200, 40 * i as u8, 90, if inside { 255 } else { 0 }])
+            })
+            .save(data.join(format!("{i}.png")))
+            .unwrap();
+        }
+        image::RgbImage::from_fn(50, 40, |x, y| image::Rgb([x as u8 * 5, y as u8 * 6, 30]))
+            .save(photos.join("p.png"))
+            .unwrap();
+        let out = dir.path().join("m.safetensors");
+        let o = out.to_str().unwrap();
+        let mut flags = DINO_MICRO.to_vec();
+        let p = photos.to_str().unwrap();
+        flags.extend([
+            "--in-chans",
+            "3",
+            "--img-size",
+            "28",
+            "--backdrop-per-view",
+            "--backdrops",
+            p,
+            "--steps",
+            "2",
+            "--out",
+            o,
+        ]);
+        train(micro(dir.path(), &flags)).unwrap();
+        let file = TensorFile::load(&out).unwrap();
+        let record: serde_json::Value = serde_json::from_str(&file.metadata["train"]).unwrap();
+        assert_eq!(record["schedule"]["backdrops"], p, "{record}");
+        // a resumed run keeps its backdrops
+        let mut again = micro(dir.path(), &flags);
+        again.backdrops = Some(dir.path().join("elsewhere"));
+        again.resume = Some(checkpoint_path(&out));
+        let e = train(again).unwrap_err().to_string();
+        assert!(e.contains("--backdrops") && e.contains("(checkpoint: "), "{e}");
+        // a folder without images, and data without cut-outs
+        let empty = dir.path().join("empty");
+        std::fs::create_dir(&empty).unwrap();
+        let mut flags = DINO_MICRO.to_vec();
+        flags.extend([
+            "--in-chans",
+            "3",
+            "--img-size",
+            "28",
+            "--backdrops",
+            empty.to_str().unwrap(),
+            "--steps",
+            "1",
+            "--out",
+            o,
+        ]);
+        let e = format!("{:#}", train(micro(dir.path(), &flags)).unwrap_err());
+        assert!(e.contains("--backdrops") && e.contains("no readable images"), "{e}");
+        let other = tempfile::tempdir().unwrap();
+        let mut flags = DINO_MICRO.to_vec();
+        flags.extend(["--backdrops", p, "--steps", "1", "--out", o]);
+        let e = train(micro(other.path(), &flags)).unwrap_err().to_string();
+        assert!(e.contains("--backdrops applies to cut-outs"), "{e}");
     }
 
     #[test]

@@ -11,7 +11,7 @@ use patchwork_compute::attention::{centred_blob, cls_maps, iou, mass_mask, objec
 use patchwork_compute::{block_on, AttentionMap, Backbone, TensorFile, Vit, VitConfig};
 use serde_json::{json, Value};
 
-use super::{fit_to, load_vit, resolve_layer, Args};
+use super::{at_size, fit_to, load_vit, resolve_layer, Args};
 use crate::backend::{OnBackend, Probe};
 use crate::data;
 
@@ -81,6 +81,8 @@ fn load_objects(src: &str, count: usize) -> Result<(String, Vec<Item>)> {
 struct Batches {
     cfg: VitConfig,
     file: TensorFile,
+    /// The input size (the model's own or `--size`).
+    size: [usize; 2],
     x: Vec<f32>,
     n: usize,
     layer: usize,
@@ -89,7 +91,7 @@ struct Batches {
 impl OnBackend for Batches {
     type Output = Result<(Vec<AttentionMap>, String)>;
     fn run<B: Probe>(self, be: &B) -> Self::Output {
-        let vit = Vit::from_file(be, self.cfg.clone(), &self.file)?;
+        let vit = Vit::from_file(be, self.cfg.clone(), &self.file)?.at_size(be, self.size)?.vit;
         let per = self.x.len() / self.n;
         let mut maps = Vec::new();
         for chunk in self.x.chunks(per * 64) {
@@ -103,7 +105,7 @@ impl OnBackend for Batches {
 pub fn score(args: &Args) -> Result<Value> {
     let src = args.objects.as_deref().expect("--objects");
     let (vit, file) = load_vit(&args.model, args.heads)?;
-    let cfg = vit.cfg.clone();
+    let cfg = at_size(&vit.cfg, args.size)?;
     let layer = resolve_layer(args.layer, cfg.depth)?;
     let (name, items) = load_objects(src, args.count.max(1))?;
     let (mut x, mut objects) = (Vec::new(), Vec::new());
@@ -115,7 +117,7 @@ pub fn score(args: &Args) -> Result<Value> {
         let px: Vec<bool> = m.pixels().map(|p| p.0[0] > 127).collect();
         objects.push(object_patches(&px, cfg.grid(), cfg.patch_size));
     }
-    let batches = Batches { cfg: cfg.clone(), file, x, n: items.len(), layer };
+    let batches = Batches { cfg: vit.cfg.clone(), file, size: cfg.img_size, x, n: items.len(), layer };
     let (maps, backend) = crate::train::with_compute_backend(args.backend, batches)??;
     let blob = mass_mask(&centred_blob(cfg.grid()), MASS);
     let mut rows = Vec::new();
@@ -144,7 +146,14 @@ pub fn score(args: &Args) -> Result<Value> {
     let per_head: Vec<f64> =
         (0..cfg.num_heads).map(|h| rows.iter().map(|r| r.heads[h] as f64).sum::<f64>() / n).collect();
     if !args.json {
-        println!("{} on {name}: {} images, layer {layer}, {} backend", args.model.display(), rows.len(), backend);
+        println!(
+            "{} on {name}: {} images at {}×{} px, layer {layer}, {} backend",
+            args.model.display(),
+            rows.len(),
+            cfg.img_size[0],
+            cfg.img_size[1],
+            backend
+        );
         // per image, up to a screenful: the IoU of each head's 60% mask, the best, the blob's
         if rows.len() <= 50 {
             let width = rows.iter().map(|r| r.name.chars().count()).max().unwrap_or(5).max(5);
@@ -165,6 +174,7 @@ pub fn score(args: &Args) -> Result<Value> {
         "objects": name,
         "images": rows.len(),
         "layer": layer,
+        "img_size": cfg.img_size,
         "backend": backend,
         "threshold": MASS,
         "best_head_iou_at_least_half": hit,

@@ -116,6 +116,10 @@ pub struct Schedule {
     /// random spot) before cropping, so their objects come out smaller (absent: 1).
     #[serde(default)]
     pub cutout_canvas: Option<f32>,
+    /// A folder of photos that cut-outs' backdrops are also cut from, blurred (absent:
+    /// plain colours and colour noise only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backdrops: Option<String>,
     /// A model file whose weights the run starts from instead of `seed`'s (a second stage
     /// of training); the seed still draws data, crops and masks.
     #[serde(default)]
@@ -145,6 +149,7 @@ impl Schedule {
             crop_scale: None,
             color_jitter: false,
             cutout_canvas: None,
+            backdrops: None,
             init: None,
         }
     }
