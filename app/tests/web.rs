@@ -449,8 +449,9 @@ mod attention {
         assert_eq!(tile_scale(&model.cfg), 5);
         let pic = decode_image(&blob(TEST_0), "t0.png").await.unwrap();
         let input = model_input(&pic, &model.cfg, &model.norm);
+        let cfg = model.cfg.clone();
         let engine = VitEngine::load(model, &file, kind).await.unwrap();
-        let maps = engine.attention(&input.x).await;
+        let maps = engine.attention(&input.x, cfg.img_size).await.unwrap();
         assert_eq!(maps.len(), 4);
         let m = cls_maps(&maps[3], 0, MASS).unwrap();
         for (i, (got, want)) in m.mean.iter().zip(CLI_MEAN).enumerate() {
@@ -459,6 +460,15 @@ mod attention {
         let kept: Vec<usize> = (0..49).filter(|i| m.mean_mask[*i]).collect();
         assert_eq!(kept, CLI_MEAN_MASK, "{kind:?}");
         console_log!("{kind:?}: mean[40] {} (CLI {})", m.mean[40], CLI_MEAN[40]);
+        // twice the size: a 14×14 grid through interpolated position embeddings
+        let big = patchwork_compute::VitConfig { img_size: [56, 56], ..cfg };
+        let input = model_input(&pic, &big, &engine.model.norm);
+        let maps = engine.attention(&input.x, big.img_size).await.unwrap();
+        let m = cls_maps(&maps[3], 0, MASS).unwrap();
+        assert_eq!(m.mean.len(), 196);
+        let sum: f32 = m.mean.iter().sum();
+        assert!(sum > 0.0 && sum <= 1.0 + 1e-5 && m.mean_mask.contains(&true), "{kind:?}: {sum}");
+        assert!(engine.attention(&input.x, [30, 30]).await.is_err(), "30 px is not on a 4-px patch grid");
     }
 
     #[wasm_bindgen_test]

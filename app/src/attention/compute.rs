@@ -37,12 +37,17 @@ impl VitEngine {
         Ok(VitEngine { loaded: Rc::new(loaded), model: Rc::new(model), kind })
     }
 
-    /// Every layer's attention for `x: [C, H, W]` (normalised), first layer to last: one
-    /// forward, then one read per layer.
-    pub async fn attention(&self, x: &[f32]) -> Vec<AttentionMap> {
+    /// Every layer's attention for `x: [C, H, W]` (normalised) at `img_size`, first layer to
+    /// last: one forward, then one read per layer. At a size other than the model's own the
+    /// position embeddings are interpolated (DINO's `interpolate_pos_encoding`).
+    pub async fn attention(&self, x: &[f32], img_size: [usize; 2]) -> Result<Vec<AttentionMap>, String> {
         match &*self.loaded {
-            Loaded::Cpu(be, vit) => all_layers(be, vit, x).await,
-            Loaded::Gpu(be, vit) => all_layers(be, vit, x).await,
+            Loaded::Cpu(be, vit) => {
+                Ok(all_layers(be, &vit.at_size(be, img_size).map_err(|e| e.to_string())?.vit, x).await)
+            }
+            Loaded::Gpu(be, vit) => {
+                Ok(all_layers(be, &vit.at_size(be, img_size).map_err(|e| e.to_string())?.vit, x).await)
+            }
         }
     }
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 use patchwork_compute::attention::{cls_maps, patch_row, MASS};
-use patchwork_compute::AttentionMap;
+use patchwork_compute::{AttentionMap, VitConfig};
 
 use super::compute::VitEngine;
 use super::{model_input, parse_vit, patch_at, tile, tile_scale, Layer};
@@ -115,6 +115,8 @@ pub fn AttentionPage(backend: Signal<Option<BackendKind>>) -> impl IntoView {
         }
     });
     let mass = RwSignal::new(MASS);
+    // the input's side as a multiple of the model's own (finer grids, as DINO draws its maps)
+    let resolution = RwSignal::new(1usize);
     let query = RwSignal::new(None::<usize>);
     let generation = Rc::new(Cell::new(0u64));
 
@@ -123,6 +125,7 @@ pub fn AttentionPage(backend: Signal<Option<BackendKind>>) -> impl IntoView {
     Effect::new(move |_| {
         let Some(Some(Ok((model, engine)))) = engine.get() else { return };
         let Some((name, pic)) = picture.get() else { return };
+        let factor = resolution.get();
         let gen = generation.get() + 1;
         generation.set(gen);
         let generation = generation.clone();
@@ -133,12 +136,17 @@ pub fn AttentionPage(backend: Signal<Option<BackendKind>>) -> impl IntoView {
             if generation.get() != gen {
                 return;
             }
-            let cfg = engine.model.cfg.clone();
+            let own = engine.model.cfg.clone();
+            let cfg = VitConfig { img_size: own.img_size.map(|s| s * factor), ..own };
             let input = model_input(&pic, &cfg, &engine.model.norm);
-            let maps = engine.attention(&input.x).await;
+            let maps = engine.attention(&input.x, cfg.img_size).await;
             if generation.get() != gen {
                 return;
             }
+            let maps = match maps {
+                Ok(m) => m,
+                Err(e) => return status.set(Status::Failed(e)),
+            };
             if maps.first().is_none_or(|m| m.cls.is_none()) {
                 status.set(Status::Failed("the model has no class token".into()));
                 return;
@@ -221,6 +229,32 @@ pub fn AttentionPage(backend: Signal<Option<BackendKind>>) -> impl IntoView {
                 <label class="button" title="a ViT as safetensors: one patchwork train wrote (MAE, DINO, iBOT), or a timm-named checkpoint such as the official DINO ViT-S/16">
                     "Load a checkpoint…"
                     <input type="file" accept=".safetensors" data-testid="model-file" on:change=on_model_file />
+                </label>
+                <label title="Run the model on a larger copy of the image: more, smaller patches than it was trained on, its position embeddings interpolated (DINO draws its maps this way)">
+                    "Resolution "
+                    <select data-testid="resolution-select" on:change=move |ev| {
+                        if let Ok(f) = event_target_value(&ev).parse::<usize>() {
+                            resolution.set(f.clamp(1, 4));
+                        }
+                    }>
+                        {move || {
+                            let size = match engine.get() {
+                                Some(Some(Ok((_, e)))) => Some(e.model.cfg.img_size),
+                                _ => None,
+                            };
+                            [1usize, 2, 3]
+                                .into_iter()
+                                .map(|f| {
+                                    let label = match size {
+                                        Some([h, w]) if f == 1 => format!("{w}×{h} px (trained)"),
+                                        Some([h, w]) => format!("{}×{} px (×{f})", w * f, h * f),
+                                        None => format!("×{f}"),
+                                    };
+                                    view! { <option value=f.to_string() selected=move || resolution.get() == f>{label}</option> }
+                                })
+                                .collect_view()
+                        }}
+                    </select>
                 </label>
                 {engine_line}
             </div>
@@ -391,6 +425,7 @@ pub fn AttentionView(
             data-testid="attention-tiles"
             data-done-for=move || analysis.with(|a| a.as_ref().map(|a| a.label.clone()).unwrap_or_default())
             data-layer=move || shown.get().to_string()
+            data-grid=move || analysis.with(|a| a.as_ref().map(|a| format!("{}×{}", a.grid[0], a.grid[1])).unwrap_or_default())
         >
             {cls_tiles}
         </div>
@@ -458,11 +493,18 @@ fn Explainer() -> impl IntoView {
                 "patches; a flat one needs many."
             </p>
             <p>
+                "A model sees its training size by default. "<em>"Resolution"</em>" runs it on a larger copy of the "
+                "image instead: the patches stay the same size in pixels, so there are more of them, and the "
+                "position embeddings are interpolated to the new grid as DINO's "
+                <code>"interpolate_pos_encoding"</code>" does. DINO draws its famous maps this way (480 px for "
+                "models trained at 224), and small objects get more than a handful of patches."
+            </p>
+            <p>
                 "Clicking a patch shows that patch's own row of attention: which patches it takes its next "
-                "state from. The bundled model is an MAE, whose loss only scores pixels, so nothing asks its "
-                "class token to summarise the image; expect its maps to be less tidy than a DINO model's. "
-                "The same maps and numbers come from "
-                <code>"patchwork attention --model M --image IMG --out a.png --json"</code> "."
+                "state from. The bundled DINO and iBOT models were trained to make their class token a "
+                "summary of the image; an MAE's loss only scores pixels, so nothing asks its class token to "
+                "summarise, and its maps are less tidy. The same maps and numbers come from "
+                <code>"patchwork attention --model M --image IMG --out a.png --json [--size N]"</code> "."
             </p>
         </details>
     }

@@ -1,6 +1,7 @@
 //! The Attention page, served from the release build, in headless Chromium: the bundled
 //! Fashion-MNIST DINO model on the default image gives a tile per head, the mean and the mask, with
-//! heat maps that are not flat; another layer repaints; a click on a patch shows what it
+//! heat maps that are not flat; another layer repaints; twice the resolution gives a 14×14
+//! grid and back; a click on a patch shows what it
 //! attends to; a file that is not a model gets a message while the tiles stay. The CPU
 //! backend is forced (`?backend=cpu`), as in the Reconstruct test.
 use std::path::{Path, PathBuf};
@@ -123,6 +124,39 @@ fn attention_page_shows_heads_mean_mask_and_a_clicked_patch_and_refuses_non_mode
             json!([(LAYERS - 1).to_string()]),
         )
         .unwrap();
+
+    // Twice the resolution: the same image on a 14×14 grid (interpolated position embeddings),
+    // every tile again; then back to the model's own 7×7.
+    let set_resolution = |f: &str, grid: &str| {
+        browser
+            .execute(
+                "const s = document.querySelector('[data-testid=resolution-select]');
+                 s.value = arguments[0]; s.dispatchEvent(new Event('change', { bubbles: true }));",
+                json!([f]),
+            )
+            .unwrap();
+        let start = Instant::now();
+        while browser
+            .execute("return document.querySelector('[data-testid=attention-tiles]').dataset.grid;", json!([]))
+            .unwrap()
+            != json!(grid)
+        {
+            assert!(start.elapsed() < Duration::from_secs(120), "no {grid} grid after resolution ×{f}");
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    };
+    let options = browser.text("[data-testid=resolution-select]").unwrap().unwrap_or_default();
+    assert!(options.contains("28×28 px (trained)") && options.contains("56×56 px (×2)"), "{options}");
+    set_resolution("2", "14×14");
+    assert_eq!(finished_tiles(&browser, "Fashion-MNIST test 0"), counts);
+    let mask = browser.text("[data-testid=tile-mask]").unwrap().unwrap_or_default();
+    assert!(mask.contains("/196 patches (14×14 grid)"), "{mask}");
+    let fine = canvases(&browser, "[data-testid=tile-head] canvas");
+    assert!(fine.iter().all(|(spread, _)| *spread > 40), "a flat heat map at 56 px: {fine:?}");
+    browser.execute("document.querySelector('[data-testid=resolution-select]').scrollIntoView();", json!([])).unwrap();
+    browser.screenshot(&out.join("attention-x2.png")).unwrap();
+    set_resolution("1", "7×7");
+    assert_eq!(canvases(&browser, "[data-testid=tile-head] canvas"), heads, "back at 28 px, the maps are as before");
 
     // A click on the mean tile's centre patch (row 3, column 3 of 7×7) shows its attention.
     click(&browser, "[data-testid=tile-mean] canvas", 0.5, 0.5);
