@@ -246,8 +246,8 @@ fn colour_noise(w: usize, h: usize, rng: &mut Rng) -> Vec<[f32; 3]> {
 }
 
 /// A backdrop drawn with `--backdrops`' photos, in thirds:
-/// - plain: a random colour, a grey, near-white or near-black (half the time a colour, then
-///   a fifth each the others), so the extremes of plain studio backgrounds are seen;
+/// - plain: a random colour half the time, else a grey (20%), near-white (15%) or near-black
+///   (15%), so the extremes of plain studio backgrounds are seen;
 /// - smooth colour noise, as [`backdrop`]'s;
 /// - a blurred crop of a random photo: a square of 0.2–1 of its shorter side at a random
 ///   spot, shrunk to 4–16 px and stretched back bilinearly (a defocused background).

@@ -190,7 +190,11 @@ fn check_flags(s: &Schedule, a: &Args) -> Result<()> {
     same("--weight-decay", a.weight_decay.map(|v| v.to_string()), s.weight_decay.to_string());
     same("--seed", a.seed.map(|v| v.to_string()), s.seed.to_string());
     same("--in-chans", a.in_chans.map(|v| v.to_string()), s.in_chans.to_string());
-    same("--backdrops", a.backdrops.as_ref().map(|p| p.display().to_string()), s.backdrops.clone().unwrap_or_default());
+    same(
+        "--backdrops",
+        a.backdrops.as_ref().map(|p| p.display().to_string()),
+        s.backdrops.clone().unwrap_or_else(|| "none".into()),
+    );
     if a.crop_scale.is_some() && a.crop_scale != s.crop_scale {
         differ.push(format!("--crop-scale {:?} (checkpoint: {:?})", a.crop_scale, s.crop_scale));
     }
@@ -833,7 +837,7 @@ mod tests {
         again.backdrops = Some(dir.path().join("elsewhere"));
         again.resume = Some(checkpoint_path(&out));
         let e = train(again).unwrap_err().to_string();
-        assert!(e.contains("--backdrops") && e.contains("(checkpoint: "), "{e}");
+        assert!(e.contains("--backdrops") && e.contains(&format!("(checkpoint: {p})")), "{e}");
         // a folder without images, and data without cut-outs
         let empty = dir.path().join("empty");
         std::fs::create_dir(&empty).unwrap();
