@@ -66,16 +66,28 @@ pub struct Settings {
     pub model: Option<String>,
     /// The Attention page's layer, from 0; `None` is the last.
     pub layer: Option<usize>,
+    /// The Attention page's input side as a multiple of the model's own (1 to [`RES_MAX`]).
+    pub res: usize,
 }
 
 impl Default for Settings {
     fn default() -> Self {
-        Settings { page: Page::Reconstruct, backend: BackendPref::Auto, seed: 0, ratio: 0.6, model: None, layer: None }
+        Settings {
+            page: Page::Reconstruct,
+            backend: BackendPref::Auto,
+            seed: 0,
+            ratio: 0.6,
+            model: None,
+            layer: None,
+            res: 1,
+        }
     }
 }
 
 pub const RATIO_MIN: f64 = 0.05;
 pub const RATIO_MAX: f64 = 0.95;
+/// The largest Attention-page resolution factor offered.
+pub const RES_MAX: usize = 3;
 
 impl Settings {
     /// Read a query string (with or without its `?`); unknown or malformed values keep
@@ -97,6 +109,7 @@ impl Settings {
                 }
                 "model" if is_plain_name(v) => s.model = Some(v.to_string()),
                 "layer" => s.layer = v.parse().ok().or(s.layer),
+                "res" => s.res = v.parse().ok().filter(|f| (1..=RES_MAX).contains(f)).unwrap_or(s.res),
                 _ => {}
             }
         }
@@ -116,6 +129,9 @@ impl Settings {
         }
         if let Some(l) = self.layer {
             q += &format!("&layer={l}");
+        }
+        if self.res != 1 {
+            q += &format!("&res={}", self.res);
         }
         q
     }
@@ -149,8 +165,9 @@ mod tests {
 
     #[test]
     fn query_round_trips_and_forces_a_backend() {
-        let s = Settings::from_query("?page=train&backend=cpu&seed=7&ratio=0.3&model=mae-photos.safetensors&layer=2");
-        assert_eq!(s.layer, Some(2));
+        let s =
+            Settings::from_query("?page=train&backend=cpu&seed=7&ratio=0.3&model=mae-photos.safetensors&layer=2&res=3");
+        assert_eq!((s.layer, s.res), (Some(2), 3));
         assert_eq!(s.page, Page::Train);
         assert_eq!(s.backend, BackendPref::Force(BackendKind::Cpu));
         assert_eq!((s.seed, s.ratio), (7, 0.3));
@@ -160,7 +177,9 @@ mod tests {
 
     #[test]
     fn bad_values_keep_defaults() {
-        let s = Settings::from_query("?page=nope&backend=tpu&seed=-1&ratio=7&model=../x&layer=-1");
+        let s = Settings::from_query("?page=nope&backend=tpu&seed=-1&ratio=7&model=../x&layer=-1&res=4");
         assert_eq!(s, Settings { ratio: RATIO_MAX, ..Settings::default() });
+        assert_eq!(Settings::from_query("res=0").res, 1);
+        assert!(!Settings::default().to_query().contains("res="), "the default is left out of the address");
     }
 }

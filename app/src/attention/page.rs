@@ -16,7 +16,7 @@ use crate::browser;
 use crate::engine::{next_tick, BackendKind};
 use crate::image_source::ImageSource;
 use crate::reconstruct::Picture;
-use crate::settings::SettingsCtx;
+use crate::settings::{SettingsCtx, RES_MAX};
 
 /// One image's attention in every layer of one model, as the page shows it.
 #[derive(Clone, Debug, PartialEq)]
@@ -115,8 +115,15 @@ pub fn AttentionPage(backend: Signal<Option<BackendKind>>) -> impl IntoView {
         }
     });
     let mass = RwSignal::new(MASS);
-    // the input's side as a multiple of the model's own (finer grids, as DINO draws its maps)
-    let resolution = RwSignal::new(1usize);
+    // the input's side as a multiple of the model's own (finer grids, as DINO draws its maps),
+    // kept in the URL as `&res=F`
+    let resolution = RwSignal::new(settings.with_untracked(|s| s.res));
+    Effect::new(move |_| {
+        let f = resolution.get();
+        if settings.with_untracked(|s| s.res) != f {
+            settings.update(|s| s.res = f);
+        }
+    });
     let query = RwSignal::new(None::<usize>);
     let generation = Rc::new(Cell::new(0u64));
 
@@ -234,7 +241,7 @@ pub fn AttentionPage(backend: Signal<Option<BackendKind>>) -> impl IntoView {
                     "Resolution "
                     <select data-testid="resolution-select" on:change=move |ev| {
                         if let Ok(f) = event_target_value(&ev).parse::<usize>() {
-                            resolution.set(f.clamp(1, 4));
+                            resolution.set(f.clamp(1, RES_MAX));
                         }
                     }>
                         {move || {
@@ -242,8 +249,7 @@ pub fn AttentionPage(backend: Signal<Option<BackendKind>>) -> impl IntoView {
                                 Some(Some(Ok((_, e)))) => Some(e.model.cfg.img_size),
                                 _ => None,
                             };
-                            [1usize, 2, 3]
-                                .into_iter()
+                            (1..=RES_MAX)
                                 .map(|f| {
                                     let label = match size {
                                         Some([h, w]) if f == 1 => format!("{w}×{h} px (trained)"),

@@ -148,6 +148,9 @@ fn attention_page_shows_heads_mean_mask_and_a_clicked_patch_and_refuses_non_mode
     let options = browser.text("[data-testid=resolution-select]").unwrap().unwrap_or_default();
     assert!(options.contains("28×28 px (trained)") && options.contains("56×56 px (×2)"), "{options}");
     set_resolution("2", "14×14");
+    // kept in the address with the layer, for a reload or a shared link
+    let search = browser.execute("return location.search;", json!([])).unwrap();
+    assert!(search.as_str().unwrap_or_default().contains("res=2"), "{search}");
     assert_eq!(finished_tiles(&browser, "Fashion-MNIST test 0"), counts);
     let mask = browser.text("[data-testid=tile-mask]").unwrap().unwrap_or_default();
     assert!(mask.contains("/196 patches (14×14 grid)"), "{mask}");
