@@ -99,9 +99,32 @@ pub struct Dataset {
     pub classes: Vec<String>,
     pub augment: Augment,
     pub norm: Normalize,
-    /// Photos that cut-outs' backdrops may be cut from (`--backdrops`; empty: plain colours
-    /// and colour noise only, see [`backdrop`]).
-    pub backdrops: Vec<image::RgbImage>,
+    /// Photos that cut-outs' backdrops may be cut from (`--backdrops`; no photos: plain
+    /// colours and colour noise only, see [`backdrop`]).
+    pub backdrops: PhotoBackdrops,
+}
+
+/// `--backdrops`' photos and how [`photo_backdrop`] draws from them.
+#[derive(Clone, Debug)]
+pub struct PhotoBackdrops {
+    pub photos: Vec<image::RgbImage>,
+    /// The share of backdrops cut from the photos (`--photo-share`); plain colours and colour
+    /// noise split the rest evenly.
+    pub share: f32,
+    /// The sides in px, `LO,HI`, a photo's crop is shrunk to before it is stretched back
+    /// (`--backdrop-blur`): smaller is blurrier.
+    pub shrink: (u32, u32),
+}
+
+impl PhotoBackdrops {
+    pub const SHARE: f32 = 1.0 / 3.0;
+    pub const SHRINK: (u32, u32) = (4, 16);
+}
+
+impl Default for PhotoBackdrops {
+    fn default() -> Self {
+        PhotoBackdrops { photos: Vec::new(), share: Self::SHARE, shrink: Self::SHRINK }
+    }
 }
 
 impl Dataset {
@@ -194,7 +217,7 @@ pub fn fit(img: &DynamicImage, size: usize) -> DynamicImage {
 
 /// One view of `img` drawn by `aug`; only the crop's pixels are converted to floats. A
 /// cut-out (an image with transparent pixels) is laid over a random backdrop ([`backdrop`],
-/// or [`photo_backdrop`] when `photos` are given): the one seeded by `shared` (DINO's views
+/// or [`photo_backdrop`] when there are photos): the one seeded by `shared` (DINO's views
 /// of an image in one step share it), else a fresh one. So an object is seen on a new
 /// background every time it is drawn, and only the object is the same from one epoch to
 /// the next.
@@ -202,7 +225,7 @@ pub fn augmented_view(
     img: &DynamicImage,
     channels: usize,
     aug: &Augmentation,
-    photos: &[image::RgbImage],
+    photos: &PhotoBackdrops,
     shared: Option<u64>,
     rng: &mut Rng,
 ) -> Image {
@@ -245,15 +268,19 @@ fn colour_noise(w: usize, h: usize, rng: &mut Rng) -> Vec<[f32; 3]> {
     (0..w * h).map(|i| at((i % w) as f32 / sw, (i / w) as f32 / sh)).collect()
 }
 
-/// A backdrop drawn with `--backdrops`' photos, in thirds:
+/// A backdrop drawn with `--backdrops`' photos: `b.share` of them (a third by default) cut
+/// from the photos, the rest split evenly between
 /// - plain: a random colour half the time, else a grey (20%), near-white (15%) or near-black
 ///   (15%), so the extremes of plain studio backgrounds are seen;
 /// - smooth colour noise, as [`backdrop`]'s;
-/// - a blurred crop of a random photo: a square of 0.2–1 of its shorter side at a random
-///   spot, shrunk to 4–16 px and stretched back bilinearly (a defocused background).
-pub fn photo_backdrop(w: usize, h: usize, photos: &[image::RgbImage], rng: &mut Rng) -> Vec<[f32; 3]> {
+///
+/// and from the photos: a square of 0.2–1 of a random photo's shorter side at a random spot,
+/// shrunk to `b.shrink` px (4–16 by default) and stretched back bilinearly (a background out
+/// of focus: the smaller, the blurrier).
+pub fn photo_backdrop(w: usize, h: usize, b: &PhotoBackdrops, rng: &mut Rng) -> Vec<[f32; 3]> {
+    let photos = &b.photos;
     let kind = rng.uniform();
-    if kind < 1.0 / 3.0 {
+    if kind < (1.0 - b.share) / 2.0 {
         let r = rng.uniform();
         let c = if r < 0.5 {
             [rng.uniform(), rng.uniform(), rng.uniform()]
@@ -270,24 +297,25 @@ pub fn photo_backdrop(w: usize, h: usize, photos: &[image::RgbImage], rng: &mut 
         };
         return vec![c; w * h];
     }
-    if kind < 2.0 / 3.0 || photos.is_empty() {
+    if kind < 1.0 - b.share || photos.is_empty() {
         return colour_noise(w, h, rng);
     }
     let photo = &photos[rng.below(photos.len())];
     let (pw, ph) = (photo.width(), photo.height());
     let side = (((0.2 + 0.8 * rng.uniform()) * pw.min(ph) as f32) as u32).clamp(1, pw.min(ph));
     let (x, y) = ((rng.uniform() * (pw - side + 1) as f32) as u32, (rng.uniform() * (ph - side + 1) as f32) as u32);
-    let small = 4 + rng.below(13) as u32;
+    let (lo, hi) = b.shrink;
+    let small = lo + rng.below((hi.max(lo) - lo + 1) as usize) as u32;
     let crop = image::imageops::crop_imm(photo, x.min(pw - side), y.min(ph - side), side, side).to_image();
     let tiny = image::imageops::resize(&crop, small, small, FilterType::Triangle);
     let out = image::imageops::resize(&tiny, w.max(1) as u32, h.max(1) as u32, FilterType::Triangle);
     out.pixels().map(|p| std::array::from_fn(|c| p.0[c] as f32 / 255.0)).collect()
 }
 
-/// `img` laid over a [`backdrop`] (a [`photo_backdrop`] when `photos` are given) by its alpha.
-fn over_backdrop(img: &image::RgbaImage, photos: &[image::RgbImage], rng: &mut Rng) -> DynamicImage {
+/// `img` laid over a [`backdrop`] (a [`photo_backdrop`] when there are photos) by its alpha.
+fn over_backdrop(img: &image::RgbaImage, photos: &PhotoBackdrops, rng: &mut Rng) -> DynamicImage {
     let (w, h) = (img.width() as usize, img.height() as usize);
-    let bg = if photos.is_empty() { backdrop(w, h, rng) } else { photo_backdrop(w, h, photos, rng) };
+    let bg = if photos.photos.is_empty() { backdrop(w, h, rng) } else { photo_backdrop(w, h, photos, rng) };
     let mut out = image::RgbImage::new(w as u32, h as u32);
     for (i, (px, o)) in img.pixels().zip(out.pixels_mut()).enumerate() {
         let a = px.0[3] as f32 / 255.0;
@@ -347,7 +375,7 @@ pub fn load_idx(dir: &Path, split: &str) -> Result<Dataset> {
         classes: FASHION_MNIST_CLASSES.iter().map(|s| s.to_string()).collect(),
         augment: Augment::None,
         norm: Normalize::fashion_mnist(),
-        backdrops: Vec::new(),
+        backdrops: PhotoBackdrops::default(),
     })
 }
 
@@ -442,7 +470,7 @@ pub fn load_dir(dir: &Path, channels: usize, size: usize) -> Result<Dataset> {
         classes,
         augment: Augment::Views(Augmentation::mae(size)),
         norm: Normalize::imagenet(channels),
-        backdrops: Vec::new(),
+        backdrops: PhotoBackdrops::default(),
     })
 }
 
@@ -562,10 +590,11 @@ mod tests {
         let photo =
             image::RgbImage::from_fn(40, 30, |x, _| image::Rgb(if x < 20 { [7, 200, 90] } else { [7, 20, 250] }));
         let mut rng = Rng::new(3);
+        let photos = PhotoBackdrops { photos: vec![photo.clone()], ..PhotoBackdrops::default() };
         let (mut plain, mut grey, mut white, mut black, mut from_photo, mut noise) = (0, 0, 0, 0, 0, 0);
         let n = 600;
         for _ in 0..n {
-            let b = photo_backdrop(12, 10, std::slice::from_ref(&photo), &mut rng);
+            let b = photo_backdrop(12, 10, &photos, &mut rng);
             assert_eq!(b.len(), 120);
             assert!(b.iter().flatten().all(|v| (0.0..=1.0).contains(v)));
             let p = b[0];
@@ -588,9 +617,48 @@ mod tests {
         assert!(third(noise) && (third(plain) || plain > n / 3) && from_photo > n / 6, "{plain} {noise} {from_photo}");
         assert!(white > 10 && black > 10 && grey > white + black, "{grey} {white} {black}");
         // without photos, colour noise takes the photos' third
+        let none = PhotoBackdrops::default();
         let varied =
-            (0..300).filter(|_| photo_backdrop(12, 10, &[], &mut rng).windows(2).any(|w| w[0] != w[1])).count();
+            (0..300).filter(|_| photo_backdrop(12, 10, &none, &mut rng).windows(2).any(|w| w[0] != w[1])).count();
         assert!((varied as f64 / 300.0 - 2.0 / 3.0).abs() < 0.08, "{varied}");
+    }
+
+    /// `--photo-share` sets how many backdrops come from the photos; `--backdrop-blur` how
+    /// sharp they are: a crop shrunk to 2–4 px keeps no edge, one shrunk to 48 px does.
+    #[test]
+    fn photo_backdrops_share_and_blur() {
+        // two flat halves; every blend of them has red 7 and blue tied to green
+        let (left, right) = ([7u8, 200, 90], [7u8, 20, 250]);
+        let photo = image::RgbImage::from_fn(400, 300, |x, _| image::Rgb(if x < 200 { left } else { right }));
+        let from_photo = |q: &[f32; 3]| {
+            let (r, g, b) = (q[0] * 255.0, q[1] * 255.0, q[2] * 255.0);
+            (r - 7.0).abs() < 1.5 && (b - (90.0 + 160.0 * (200.0 - g) / 180.0)).abs() < 3.0
+        };
+        let draw = |share: f32, shrink: (u32, u32)| {
+            let b = PhotoBackdrops { photos: vec![photo.clone()], share, shrink };
+            let mut rng = Rng::new(5);
+            let (mut n, mut edges, mut contrast) = (0, 0, 0.0f32);
+            for _ in 0..400 {
+                let d = photo_backdrop(48, 48, &b, &mut rng);
+                if d.iter().all(from_photo) {
+                    n += 1;
+                    // the largest step between neighbours in a row, where the crop holds the edge
+                    let step =
+                        d.chunks(48).flat_map(|r| r.windows(2)).map(|w| (w[0][1] - w[1][1]).abs()).fold(0.0, f32::max);
+                    if d.iter().any(|q| q[1] > 0.5) && d.iter().any(|q| q[1] < 0.3) {
+                        edges += 1;
+                        contrast += step;
+                    }
+                }
+            }
+            (n, contrast / edges.max(1) as f32)
+        };
+        let (most, _) = draw(0.8, PhotoBackdrops::SHRINK);
+        let (few, _) = draw(0.1, PhotoBackdrops::SHRINK);
+        assert!(most > 280 && few < 70, "{most} {few}");
+        let (_, blurred) = draw(0.5, (2, 4));
+        let (_, sharp) = draw(0.5, (48, 48));
+        assert!(blurred < 0.12 && sharp > 0.3, "{blurred} {sharp}");
     }
 
     #[test]

@@ -22,7 +22,7 @@ use patchwork_compute::{block_on, TensorFile};
 use serde_json::json;
 
 use crate::backend::{with_backend, BackendChoice, OnBackend, Probe};
-use crate::data::{Augment, DataSpec, Dataset, Normalize};
+use crate::data::{Augment, DataSpec, Dataset, Normalize, PhotoBackdrops};
 use crate::progress::Progress;
 
 pub mod dino;
@@ -116,6 +116,15 @@ pub struct Args {
     /// DIR [default: half plain colours, half colour noise].
     #[arg(long, value_name = "DIR")]
     pub backdrops: Option<PathBuf>,
+    /// With --backdrops: the share of backdrops cut from the photos; plain colours and colour
+    /// noise split the rest evenly [default: 1/3].
+    #[arg(long, value_name = "S", requires = "backdrops")]
+    pub photo_share: Option<f32>,
+    /// With --backdrops: the sides in px, `LO,HI`, a photo's crop is shrunk to (drawn
+    /// uniformly) before it is stretched back to the view: the smaller, the blurrier
+    /// [default: 4,16].
+    #[arg(long, value_name = "LO,HI", value_parser = parse_blur, requires = "backdrops")]
+    pub backdrop_blur: Option<(u32, u32)>,
     #[command(flatten)]
     pub mae: mae::MaeArgs,
     #[command(flatten)]
@@ -138,6 +147,16 @@ pub fn parse_scale(s: &str) -> Result<(f32, f32), String> {
     let (lo, hi) = s.split_once(',').ok_or_else(bad)?;
     let (lo, hi): (f32, f32) = (lo.trim().parse().map_err(|_| bad())?, hi.trim().parse().map_err(|_| bad())?);
     if !(lo > 0.0 && lo <= hi && hi <= 1.0) {
+        return Err(bad());
+    }
+    Ok((lo, hi))
+}
+
+pub fn parse_blur(s: &str) -> Result<(u32, u32), String> {
+    let bad = || format!("`{s}` is not `LO,HI` px with 1 ≤ LO ≤ HI ≤ 256 (e.g. 4,16)");
+    let (lo, hi) = s.split_once(',').ok_or_else(bad)?;
+    let (lo, hi): (u32, u32) = (lo.trim().parse().map_err(|_| bad())?, hi.trim().parse().map_err(|_| bad())?);
+    if !(1 <= lo && lo <= hi && hi <= 256) {
         return Err(bad());
     }
     Ok((lo, hi))
@@ -167,6 +186,8 @@ fn schedule_from_args(a: &Args) -> Result<Schedule> {
         color_jitter: a.color_jitter,
         cutout_canvas: a.cutout_canvas,
         backdrops: a.backdrops.as_ref().map(|p| p.display().to_string()),
+        photo_share: a.photo_share,
+        backdrop_blur: a.backdrop_blur,
         init: a.init.as_ref().map(|p| p.display().to_string()),
         ..d
     })
@@ -203,6 +224,12 @@ fn check_flags(s: &Schedule, a: &Args) -> Result<()> {
     }
     if a.cutout_canvas.is_some() && a.cutout_canvas != s.cutout_canvas {
         differ.push(format!("--cutout-canvas {:?} (checkpoint: {:?})", a.cutout_canvas, s.cutout_canvas));
+    }
+    if a.photo_share.is_some() && a.photo_share != s.photo_share {
+        differ.push(format!("--photo-share {:?} (checkpoint: {:?})", a.photo_share, s.photo_share));
+    }
+    if a.backdrop_blur.is_some() && a.backdrop_blur != s.backdrop_blur {
+        differ.push(format!("--backdrop-blur {:?} (checkpoint: {:?})", a.backdrop_blur, s.backdrop_blur));
     }
     if a.clip.is_some() && a.clip != s.clip {
         differ.push(format!("--clip {:?} (checkpoint: {:?})", a.clip, s.clip));
@@ -314,7 +341,15 @@ pub fn train(args: Args) -> Result<String> {
             bail!("--backdrops applies to cut-outs (images with transparency); {} has none", data.name);
         }
         let photos = crate::data::load_dir(Path::new(dir), 3, 64).with_context(|| format!("--backdrops {dir}"))?;
-        data.backdrops = photos.images.iter().map(|i| i.to_rgb8()).collect();
+        let share = schedule.photo_share.unwrap_or(PhotoBackdrops::SHARE);
+        if !(0.0..=1.0).contains(&share) {
+            bail!("--photo-share {share} must be between 0 and 1");
+        }
+        data.backdrops = PhotoBackdrops {
+            photos: photos.images.iter().map(|i| i.to_rgb8()).collect(),
+            share,
+            shrink: schedule.backdrop_blur.unwrap_or(PhotoBackdrops::SHRINK),
+        };
     }
     if data.channels != schedule.in_chans {
         bail!("{} has {} channel(s); the model takes {}", data.name, data.channels, schedule.in_chans);
@@ -823,6 +858,10 @@ mod tests {
             "--backdrop-per-view",
             "--backdrops",
             p,
+            "--photo-share",
+            "0.6",
+            "--backdrop-blur",
+            "8,24",
             "--steps",
             "2",
             "--out",
@@ -832,12 +871,24 @@ mod tests {
         let file = TensorFile::load(&out).unwrap();
         let record: serde_json::Value = serde_json::from_str(&file.metadata["train"]).unwrap();
         assert_eq!(record["schedule"]["backdrops"], p, "{record}");
-        // a resumed run keeps its backdrops
+        assert!((record["schedule"]["photo_share"].as_f64().unwrap() - 0.6).abs() < 1e-6, "{record}");
+        assert_eq!(record["schedule"]["backdrop_blur"], serde_json::json!([8, 24]), "{record}");
+        // a resumed run keeps its backdrops, their share and their blur
         let mut again = micro(dir.path(), &flags);
         again.backdrops = Some(dir.path().join("elsewhere"));
+        again.photo_share = Some(0.5);
+        again.backdrop_blur = Some((4, 16));
         again.resume = Some(checkpoint_path(&out));
         let e = train(again).unwrap_err().to_string();
         assert!(e.contains("--backdrops") && e.contains(&format!("(checkpoint: {p})")), "{e}");
+        assert!(e.contains("--photo-share Some(0.5) (checkpoint: Some(0.6))"), "{e}");
+        assert!(e.contains("--backdrop-blur Some((4, 16)) (checkpoint: Some((8, 24)))"), "{e}");
+        let mut share = micro(dir.path(), &flags);
+        share.photo_share = Some(1.5);
+        let e = train(share).unwrap_err().to_string();
+        assert!(e.contains("--photo-share 1.5 must be between 0 and 1"), "{e}");
+        assert!(parse_blur("16,4").is_err() && parse_blur("0,4").is_err() && parse_blur("4").is_err());
+        assert_eq!(parse_blur("4, 32"), Ok((4, 32)));
         // a folder without images, and data without cut-outs
         let empty = dir.path().join("empty");
         std::fs::create_dir(&empty).unwrap();

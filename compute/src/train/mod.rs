@@ -120,6 +120,13 @@ pub struct Schedule {
     /// plain colours and colour noise only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backdrops: Option<String>,
+    /// The share of those backdrops cut from the photos (absent: a third).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub photo_share: Option<f32>,
+    /// The sides in px a photo's crop is shrunk to before it is stretched back, `(lo, hi)`:
+    /// smaller is blurrier (absent: 4 to 16).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backdrop_blur: Option<(u32, u32)>,
     /// A model file whose weights the run starts from instead of `seed`'s (a second stage
     /// of training); the seed still draws data, crops and masks.
     #[serde(default)]
@@ -150,6 +157,8 @@ impl Schedule {
             color_jitter: false,
             cutout_canvas: None,
             backdrops: None,
+            photo_share: None,
+            backdrop_blur: None,
             init: None,
         }
     }
