@@ -159,6 +159,23 @@ pub fn from_location() -> RwSignal<Settings> {
     settings
 }
 
+/// A page's own signal for one setting: it starts from the address, and every change is
+/// written back to it (the settings' `Effect` then updates the URL).
+pub fn in_url<T: Clone + PartialEq + Send + Sync + 'static>(
+    settings: RwSignal<Settings>,
+    get: fn(&Settings) -> T,
+    set: fn(&mut Settings, T),
+) -> RwSignal<T> {
+    let value = RwSignal::new(settings.with_untracked(get));
+    Effect::new(move |_| {
+        let v = value.get();
+        if settings.with_untracked(get) != v {
+            settings.update(|s| set(s, v));
+        }
+    });
+    value
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -225,7 +225,7 @@ pub fn augmented_view(
     img: &DynamicImage,
     channels: usize,
     aug: &Augmentation,
-    photos: &PhotoBackdrops,
+    backdrops: &PhotoBackdrops,
     shared: Option<u64>,
     rng: &mut Rng,
 ) -> Image {
@@ -233,8 +233,8 @@ pub fn augmented_view(
     let crop = img.crop_imm(b.x as u32, b.y as u32, b.w as u32, b.h as u32);
     let crop = match (crop.color().has_alpha(), shared) {
         (false, _) => crop,
-        (true, Some(seed)) => over_backdrop(&crop.to_rgba8(), photos, &mut Rng::new(seed)),
-        (true, None) => over_backdrop(&crop.to_rgba8(), photos, rng),
+        (true, Some(seed)) => over_backdrop(&crop.to_rgba8(), backdrops, &mut Rng::new(seed)),
+        (true, None) => over_backdrop(&crop.to_rgba8(), backdrops, rng),
     };
     let raw = if channels == 1 { crop.to_luma8().into_raw() } else { crop.to_rgb8().into_raw() };
     aug.finish(&Image::from_u8(b.w, b.h, channels, &raw), rng)
@@ -313,9 +313,9 @@ pub fn photo_backdrop(w: usize, h: usize, b: &PhotoBackdrops, rng: &mut Rng) -> 
 }
 
 /// `img` laid over a [`backdrop`] (a [`photo_backdrop`] when there are photos) by its alpha.
-fn over_backdrop(img: &image::RgbaImage, photos: &PhotoBackdrops, rng: &mut Rng) -> DynamicImage {
+fn over_backdrop(img: &image::RgbaImage, backdrops: &PhotoBackdrops, rng: &mut Rng) -> DynamicImage {
     let (w, h) = (img.width() as usize, img.height() as usize);
-    let bg = if photos.photos.is_empty() { backdrop(w, h, rng) } else { photo_backdrop(w, h, photos, rng) };
+    let bg = if backdrops.photos.is_empty() { backdrop(w, h, rng) } else { photo_backdrop(w, h, backdrops, rng) };
     let mut out = image::RgbImage::new(w as u32, h as u32);
     for (i, (px, o)) in img.pixels().zip(out.pixels_mut()).enumerate() {
         let a = px.0[3] as f32 / 255.0;

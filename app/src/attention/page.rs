@@ -16,7 +16,7 @@ use crate::browser;
 use crate::engine::{next_tick, BackendKind};
 use crate::image_source::ImageSource;
 use crate::reconstruct::Picture;
-use crate::settings::{SettingsCtx, RES_MAX};
+use crate::settings::{in_url, SettingsCtx, RES_MAX};
 
 /// One image's attention in every layer of one model, as the page shows it.
 #[derive(Clone, Debug, PartialEq)]
@@ -107,23 +107,11 @@ pub fn AttentionPage(backend: Signal<Option<BackendKind>>) -> impl IntoView {
     let analysis = RwSignal::new(None::<Analysis>);
     let status = RwSignal::new(Status::Idle);
     // the layer picked (`None`: the last), kept in the URL as `&layer=N`
-    let layer = RwSignal::new(settings.with_untracked(|s| s.layer));
-    Effect::new(move |_| {
-        let l = layer.get();
-        if settings.with_untracked(|s| s.layer) != l {
-            settings.update(|s| s.layer = l);
-        }
-    });
+    let layer = in_url(settings, |s| s.layer, |s, l| s.layer = l);
     let mass = RwSignal::new(MASS);
     // the input's side as a multiple of the model's own (finer grids, as DINO draws its maps),
     // kept in the URL as `&res=F`
-    let resolution = RwSignal::new(settings.with_untracked(|s| s.res));
-    Effect::new(move |_| {
-        let f = resolution.get();
-        if settings.with_untracked(|s| s.res) != f {
-            settings.update(|s| s.res = f);
-        }
-    });
+    let resolution = in_url(settings, |s| s.res, |s, f| s.res = f);
     let query = RwSignal::new(None::<usize>);
     let generation = Rc::new(Cell::new(0u64));
 
