@@ -114,6 +114,9 @@ pub struct PhotoBackdrops {
     /// The sides in px, `LO,HI`, a photo's crop is shrunk to before it is stretched back
     /// (`--backdrop-blur`): smaller is blurrier.
     pub shrink: (u32, u32),
+    /// The share of backdrops recoloured in their object's own colours (`--camouflage`,
+    /// see [`camouflage`]).
+    pub camouflage: f32,
 }
 
 impl PhotoBackdrops {
@@ -123,7 +126,7 @@ impl PhotoBackdrops {
 
 impl Default for PhotoBackdrops {
     fn default() -> Self {
-        PhotoBackdrops { photos: Vec::new(), share: Self::SHARE, shrink: Self::SHRINK }
+        PhotoBackdrops { photos: Vec::new(), share: Self::SHARE, shrink: Self::SHRINK, camouflage: 0.0 }
     }
 }
 
@@ -312,10 +315,70 @@ pub fn photo_backdrop(w: usize, h: usize, b: &PhotoBackdrops, rng: &mut Rng) -> 
     out.pixels().map(|p| std::array::from_fn(|c| p.0[c] as f32 / 255.0)).collect()
 }
 
+/// Close-ups for backdrops from cut-outs (`--backdrop-cutouts`): each cut-out cropped to its
+/// object's bounding box, its transparent pixels filled with the object's mean colour, so a
+/// backdrop cut from it is a blurred close-up of another object (fur, feathers, an eye) as a
+/// photo's background often is. Images without an opaque pixel are left out.
+pub fn flattened_cutouts(images: &[DynamicImage]) -> Vec<image::RgbImage> {
+    let mut out = Vec::new();
+    for img in images.iter().filter(|i| i.color().has_alpha()) {
+        let rgba = img.to_rgba8();
+        let (mut x0, mut y0, mut x1, mut y1, mut sum, mut n) = (u32::MAX, u32::MAX, 0, 0, [0.0f64; 3], 0.0);
+        for (x, y, p) in rgba.enumerate_pixels().filter(|(_, _, p)| p.0[3] >= 128) {
+            (x0, y0, x1, y1) = (x0.min(x), y0.min(y), x1.max(x), y1.max(y));
+            (0..3).for_each(|c| sum[c] += p.0[c] as f64);
+            n += 1.0;
+        }
+        if n == 0.0 {
+            continue;
+        }
+        let mean: [f32; 3] = std::array::from_fn(|c| (sum[c] / n) as f32);
+        let crop = image::RgbImage::from_fn(x1 - x0 + 1, y1 - y0 + 1, |x, y| {
+            let p = rgba.get_pixel(x0 + x, y0 + y).0;
+            let a = p[3] as f32 / 255.0;
+            image::Rgb(std::array::from_fn(|c| (p[c] as f32 * a + mean[c] * (1.0 - a)).round() as u8))
+        });
+        out.push(crop);
+    }
+    out
+}
+
+/// Recolour the backdrop `bg` in the colours of `img`'s object (its opaque pixels), as a
+/// camouflaged animal's surroundings are: its variations around their mean are scaled to the
+/// object's contrast (at most doubled) and centred on one of the object's pixels, drawn at
+/// random. A plain backdrop becomes that pixel's colour. Then colour no longer tells the
+/// object from its background, and only its shape and texture do. A crop with no opaque
+/// pixel keeps its backdrop.
+pub fn camouflage(bg: &mut [[f32; 3]], img: &image::RgbaImage, rng: &mut Rng) {
+    let object: Vec<[f32; 3]> =
+        img.pixels().filter(|p| p.0[3] >= 128).map(|p| std::array::from_fn(|c| p.0[c] as f32 / 255.0)).collect();
+    if object.is_empty() || bg.is_empty() {
+        return;
+    }
+    let stats = |px: &[[f32; 3]]| {
+        let n = px.len() as f32;
+        let mean: [f32; 3] = std::array::from_fn(|c| px.iter().map(|p| p[c]).sum::<f32>() / n);
+        let std: [f32; 3] =
+            std::array::from_fn(|c| (px.iter().map(|p| (p[c] - mean[c]).powi(2)).sum::<f32>() / n).sqrt());
+        (mean, std)
+    };
+    let (_, object_std) = stats(&object);
+    let (bg_mean, bg_std) = stats(bg);
+    let anchor = object[rng.below(object.len())];
+    let gain: [f32; 3] =
+        std::array::from_fn(|c| if bg_std[c] > 1e-3 { (object_std[c] / bg_std[c]).min(2.0) } else { 0.0 });
+    for p in bg.iter_mut() {
+        *p = std::array::from_fn(|c| (anchor[c] + (p[c] - bg_mean[c]) * gain[c]).clamp(0.0, 1.0));
+    }
+}
+
 /// `img` laid over a [`backdrop`] (a [`photo_backdrop`] when there are photos) by its alpha.
 fn over_backdrop(img: &image::RgbaImage, backdrops: &PhotoBackdrops, rng: &mut Rng) -> DynamicImage {
     let (w, h) = (img.width() as usize, img.height() as usize);
-    let bg = if backdrops.photos.is_empty() { backdrop(w, h, rng) } else { photo_backdrop(w, h, backdrops, rng) };
+    let mut bg = if backdrops.photos.is_empty() { backdrop(w, h, rng) } else { photo_backdrop(w, h, backdrops, rng) };
+    if backdrops.camouflage > 0.0 && rng.uniform() < backdrops.camouflage {
+        camouflage(&mut bg, img, rng);
+    }
     let mut out = image::RgbImage::new(w as u32, h as u32);
     for (i, (px, o)) in img.pixels().zip(out.pixels_mut()).enumerate() {
         let a = px.0[3] as f32 / 255.0;
@@ -623,6 +686,74 @@ mod tests {
         assert!((varied as f64 / 300.0 - 2.0 / 3.0).abs() < 0.08, "{varied}");
     }
 
+    /// `--backdrop-cutouts`: a cut-out becomes a close-up cropped to its object, with its
+    /// transparent pixels in the object's mean colour; images without an object are skipped.
+    #[test]
+    fn flattened_cutouts_crop_to_the_object_on_its_mean_colour() {
+        // a 3×2 object (two colours) at (2, 1) on a transparent 8×6 canvas
+        let obj = |x: u32, y: u32| (2..5).contains(&x) && (1..3).contains(&y);
+        let cutout = image::RgbaImage::from_fn(8, 6, |x, y| match (obj(x, y), x == 3 && y == 2) {
+            (true, false) => image::Rgba([200, 100, 0, 255]),
+            (true, true) => image::Rgba([20, 40, 60, 255]),
+            _ => image::Rgba([0, 0, 255, 0]),
+        });
+        let mut hole = cutout.clone();
+        hole.put_pixel(4, 1, image::Rgba([9, 9, 9, 0]));
+        let images = vec![
+            DynamicImage::ImageRgba8(cutout),
+            DynamicImage::ImageRgba8(image::RgbaImage::new(4, 4)),
+            DynamicImage::ImageRgb8(image::RgbImage::new(4, 4)),
+            DynamicImage::ImageRgba8(hole),
+        ];
+        let flat = flattened_cutouts(&images);
+        assert_eq!(flat.len(), 2, "the empty cut-out and the opaque photo are skipped");
+        assert_eq!(flat[0].dimensions(), (3, 2));
+        assert_eq!(flat[0].get_pixel(0, 0).0, [200, 100, 0]);
+        assert_eq!(flat[0].get_pixel(1, 1).0, [20, 40, 60]);
+        // the hole takes the mean of the five opaque pixels: (4·200 + 20)/5 = 164, …
+        assert_eq!(flat[1].get_pixel(2, 0).0, [164, 88, 12]);
+    }
+
+    /// `--camouflage`: the backdrop takes one of the object's colours and its contrast, a plain
+    /// one becomes flat in that colour, and a crop without the object keeps its backdrop.
+    #[test]
+    fn camouflage_recolours_backdrops_in_the_objects_colours() {
+        // an object of two colours (red and dark red) on a transparent 8×8 canvas
+        let (red, dark) = ([220u8, 30, 30], [110u8, 10, 10]);
+        let img = image::RgbaImage::from_fn(8, 8, |x, y| match (x < 4, y < 4) {
+            (true, true) => image::Rgba([red[0], red[1], red[2], 255]),
+            (true, false) => image::Rgba([dark[0], dark[1], dark[2], 255]),
+            _ => image::Rgba([0, 0, 255, 0]),
+        });
+        let mut rng = Rng::new(7);
+        let near = |p: [f32; 3], q: [u8; 3]| (0..3).all(|c| (p[c] * 255.0 - q[c] as f32).abs() < 0.6);
+        let (mut saw_red, mut saw_dark) = (false, false);
+        for _ in 0..40 {
+            let mut plain = vec![[0.1, 0.8, 0.9]; 64];
+            camouflage(&mut plain, &img, &mut rng);
+            assert!(plain.iter().all(|p| *p == plain[0]), "a plain backdrop stays plain");
+            assert!(near(plain[0], red) || near(plain[0], dark), "{:?}", plain[0]);
+            saw_red |= near(plain[0], red);
+            saw_dark |= near(plain[0], dark);
+        }
+        assert!(saw_red && saw_dark, "the colour is drawn from the object's pixels");
+        // a blue-green ramp takes the object's contrast (red varies, green and blue barely)
+        let mut ramp: Vec<[f32; 3]> = (0..64).map(|i| [0.0, i as f32 / 63.0, 1.0 - i as f32 / 63.0]).collect();
+        camouflage(&mut ramp, &img, &mut rng);
+        let spread = |c: usize| {
+            let v: Vec<f32> = ramp.iter().map(|p| p[c]).collect();
+            v.iter().cloned().fold(f32::MIN, f32::max) - v.iter().cloned().fold(f32::MAX, f32::min)
+        };
+        assert!(spread(0) == 0.0, "no red in the ramp: {}", spread(0));
+        assert!(spread(1) > 0.1 && spread(1) < 0.35, "green follows the object's contrast: {}", spread(1));
+        assert!(ramp.iter().all(|p| p.iter().all(|v| (0.0..=1.0).contains(v))));
+        // no opaque pixel: the backdrop is kept
+        let empty = image::RgbaImage::new(4, 4);
+        let mut kept = vec![[0.3, 0.4, 0.5]; 16];
+        camouflage(&mut kept, &empty, &mut rng);
+        assert!(kept.iter().all(|p| *p == [0.3, 0.4, 0.5]));
+    }
+
     /// `--photo-share` sets how many backdrops come from the photos; `--backdrop-blur` how
     /// sharp they are: a crop shrunk to 2–4 px keeps no edge, one shrunk to 48 px does.
     #[test]
@@ -635,7 +766,7 @@ mod tests {
             (r - 7.0).abs() < 1.5 && (b - (90.0 + 160.0 * (200.0 - g) / 180.0)).abs() < 3.0
         };
         let draw = |share: f32, shrink: (u32, u32)| {
-            let b = PhotoBackdrops { photos: vec![photo.clone()], share, shrink };
+            let b = PhotoBackdrops { photos: vec![photo.clone()], share, shrink, camouflage: 0.0 };
             let mut rng = Rng::new(5);
             let (mut n, mut edges, mut contrast) = (0, 0, 0.0f32);
             for _ in 0..400 {

@@ -125,6 +125,16 @@ pub struct Args {
     /// [default: 4,16].
     #[arg(long, value_name = "LO,HI", value_parser = parse_blur, requires = "backdrops")]
     pub backdrop_blur: Option<(u32, u32)>,
+    /// Recolour a share S of cut-outs' backdrops in the object's own colours (centred on one
+    /// of its pixels, with its contrast), so that an object must be told from its background
+    /// by its shape and texture, not by its colour [default: 0].
+    #[arg(long, value_name = "S")]
+    pub camouflage: Option<f32>,
+    /// With --backdrops: also cut the photo backdrops from the training cut-outs themselves,
+    /// each flattened on its mean colour: blurred close-ups of other objects (fur, feathers,
+    /// eyes) behind the object, as in a photo's background.
+    #[arg(long, requires = "backdrops")]
+    pub backdrop_cutouts: bool,
     #[command(flatten)]
     pub mae: mae::MaeArgs,
     #[command(flatten)]
@@ -188,6 +198,8 @@ fn schedule_from_args(a: &Args) -> Result<Schedule> {
         backdrops: a.backdrops.as_ref().map(|p| p.display().to_string()),
         photo_share: a.photo_share,
         backdrop_blur: a.backdrop_blur,
+        camouflage: a.camouflage,
+        backdrop_cutouts: a.backdrop_cutouts,
         init: a.init.as_ref().map(|p| p.display().to_string()),
         ..d
     })
@@ -230,6 +242,12 @@ fn check_flags(s: &Schedule, a: &Args) -> Result<()> {
     }
     if a.backdrop_blur.is_some() && a.backdrop_blur != s.backdrop_blur {
         differ.push(format!("--backdrop-blur {:?} (checkpoint: {:?})", a.backdrop_blur, s.backdrop_blur));
+    }
+    if a.backdrop_cutouts && !s.backdrop_cutouts {
+        differ.push("--backdrop-cutouts (checkpoint: off)".into());
+    }
+    if a.camouflage.is_some() && a.camouflage != s.camouflage {
+        differ.push(format!("--camouflage {:?} (checkpoint: {:?})", a.camouflage, s.camouflage));
     }
     if a.clip.is_some() && a.clip != s.clip {
         differ.push(format!("--clip {:?} (checkpoint: {:?})", a.clip, s.clip));
@@ -345,11 +363,25 @@ pub fn train(args: Args) -> Result<String> {
         if !(0.0..=1.0).contains(&share) {
             bail!("--photo-share {share} must be between 0 and 1");
         }
+        let mut pool: Vec<image::RgbImage> = photos.images.iter().map(|i| i.to_rgb8()).collect();
+        if schedule.backdrop_cutouts {
+            pool.extend(crate::data::flattened_cutouts(&data.images));
+        }
         data.backdrops = PhotoBackdrops {
-            photos: photos.images.iter().map(|i| i.to_rgb8()).collect(),
+            photos: pool,
             share,
             shrink: schedule.backdrop_blur.unwrap_or(PhotoBackdrops::SHRINK),
+            camouflage: 0.0,
         };
+    }
+    if let Some(c) = schedule.camouflage {
+        if !(0.0..=1.0).contains(&c) {
+            bail!("--camouflage {c} must be between 0 and 1");
+        }
+        if !data.images.iter().any(|i| i.color().has_alpha()) {
+            bail!("--camouflage applies to cut-outs (images with transparency); {} has none", data.name);
+        }
+        data.backdrops.camouflage = c;
     }
     if data.channels != schedule.in_chans {
         bail!("{} has {} channel(s); the model takes {}", data.name, data.channels, schedule.in_chans);
@@ -862,6 +894,9 @@ mod tests {
             "0.6",
             "--backdrop-blur",
             "8,24",
+            "--backdrop-cutouts",
+            "--camouflage",
+            "0.4",
             "--steps",
             "2",
             "--out",
@@ -873,20 +908,28 @@ mod tests {
         assert_eq!(record["schedule"]["backdrops"], p, "{record}");
         assert!((record["schedule"]["photo_share"].as_f64().unwrap() - 0.6).abs() < 1e-6, "{record}");
         assert_eq!(record["schedule"]["backdrop_blur"], serde_json::json!([8, 24]), "{record}");
-        // a resumed run keeps its backdrops, their share and their blur
+        assert!((record["schedule"]["camouflage"].as_f64().unwrap() - 0.4).abs() < 1e-6, "{record}");
+        assert_eq!(record["schedule"]["backdrop_cutouts"], true, "{record}");
+        // a resumed run keeps its backdrops, their share, their blur and their camouflage
         let mut again = micro(dir.path(), &flags);
         again.backdrops = Some(dir.path().join("elsewhere"));
         again.photo_share = Some(0.5);
         again.backdrop_blur = Some((4, 16));
+        again.camouflage = Some(0.2);
         again.resume = Some(checkpoint_path(&out));
         let e = train(again).unwrap_err().to_string();
         assert!(e.contains("--backdrops") && e.contains(&format!("(checkpoint: {p})")), "{e}");
         assert!(e.contains("--photo-share Some(0.5) (checkpoint: Some(0.6))"), "{e}");
         assert!(e.contains("--backdrop-blur Some((4, 16)) (checkpoint: Some((8, 24)))"), "{e}");
+        assert!(e.contains("--camouflage Some(0.2) (checkpoint: Some(0.4))"), "{e}");
         let mut share = micro(dir.path(), &flags);
         share.photo_share = Some(1.5);
         let e = train(share).unwrap_err().to_string();
         assert!(e.contains("--photo-share 1.5 must be between 0 and 1"), "{e}");
+        let mut camouflage = micro(dir.path(), &flags);
+        camouflage.camouflage = Some(-0.1);
+        let e = train(camouflage).unwrap_err().to_string();
+        assert!(e.contains("--camouflage -0.1 must be between 0 and 1"), "{e}");
         assert!(parse_blur("16,4").is_err() && parse_blur("0,4").is_err() && parse_blur("4").is_err());
         assert_eq!(parse_blur("4, 32"), Ok((4, 32)));
         // a folder without images, and data without cut-outs
@@ -912,6 +955,10 @@ mod tests {
         flags.extend(["--backdrops", p, "--steps", "1", "--out", o]);
         let e = train(micro(other.path(), &flags)).unwrap_err().to_string();
         assert!(e.contains("--backdrops applies to cut-outs"), "{e}");
+        let mut flags = DINO_MICRO.to_vec();
+        flags.extend(["--camouflage", "0.5", "--steps", "1", "--out", o]);
+        let e = train(micro(other.path(), &flags)).unwrap_err().to_string();
+        assert!(e.contains("--camouflage applies to cut-outs"), "{e}");
     }
 
     #[test]

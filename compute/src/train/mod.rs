@@ -127,6 +127,13 @@ pub struct Schedule {
     /// smaller is blurrier (absent: 4 to 16).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backdrop_blur: Option<(u32, u32)>,
+    /// The share of cut-outs' backdrops recoloured in the object's own colours (absent: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub camouflage: Option<f32>,
+    /// The photo backdrops are also cut from the training cut-outs (close-ups of other
+    /// objects).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub backdrop_cutouts: bool,
     /// A model file whose weights the run starts from instead of `seed`'s (a second stage
     /// of training); the seed still draws data, crops and masks.
     #[serde(default)]
@@ -159,6 +166,8 @@ impl Schedule {
             backdrops: None,
             photo_share: None,
             backdrop_blur: None,
+            camouflage: None,
+            backdrop_cutouts: false,
             init: None,
         }
     }
