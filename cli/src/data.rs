@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use image::imageops::FilterType;
 use image::DynamicImage;
-use patchwork_compute::augment::{Augmentation, Image};
+use patchwork_compute::augment::{grayscale, Augmentation, ColorJitter, Image};
 use patchwork_compute::rng::Rng;
-use patchwork_compute::train::Views;
+use patchwork_compute::train::{Scene, Views};
 
 /// Where the Debian package `dataset-fashion-mnist` puts the full data set.
 pub const SYSTEM_FASHION_MNIST: &str = "/usr/share/datasets/fashion-mnist";
@@ -117,6 +117,9 @@ pub struct PhotoBackdrops {
     /// The share of backdrops recoloured in their object's own colours (`--camouflage`,
     /// see [`camouflage`]).
     pub camouflage: f32,
+    /// The probability that an image's object is recoloured in all its views of a step
+    /// (`--object-jitter`, see [`jitter_object`]).
+    pub object_jitter: f32,
 }
 
 impl PhotoBackdrops {
@@ -126,7 +129,13 @@ impl PhotoBackdrops {
 
 impl Default for PhotoBackdrops {
     fn default() -> Self {
-        PhotoBackdrops { photos: Vec::new(), share: Self::SHARE, shrink: Self::SHRINK, camouflage: 0.0 }
+        PhotoBackdrops {
+            photos: Vec::new(),
+            share: Self::SHARE,
+            shrink: Self::SHRINK,
+            camouflage: 0.0,
+            object_jitter: 0.0,
+        }
     }
 }
 
@@ -171,8 +180,8 @@ impl Views for Dataset {
         augmented_view(&self.images[index], self.channels, aug, &self.backdrops, None, rng)
     }
 
-    fn view_in(&self, index: usize, aug: &Augmentation, shared: Option<u64>, rng: &mut Rng) -> Image {
-        augmented_view(&self.images[index], self.channels, aug, &self.backdrops, shared, rng)
+    fn view_in(&self, index: usize, aug: &Augmentation, scene: Scene, rng: &mut Rng) -> Image {
+        augmented_view(&self.images[index], self.channels, aug, &self.backdrops, Some(scene), rng)
     }
 
     fn label(&self, index: usize) -> Option<u32> {
@@ -220,24 +229,32 @@ pub fn fit(img: &DynamicImage, size: usize) -> DynamicImage {
 
 /// One view of `img` drawn by `aug`; only the crop's pixels are converted to floats. A
 /// cut-out (an image with transparent pixels) is laid over a random backdrop ([`backdrop`],
-/// or [`photo_backdrop`] when there are photos): the one seeded by `shared` (DINO's views
-/// of an image in one step share it), else a fresh one. So an object is seen on a new
-/// background every time it is drawn, and only the object is the same from one epoch to
-/// the next.
+/// or [`photo_backdrop`] when there are photos): the one seeded by the scene when its views
+/// share a backdrop (DINO's views of an image in one step), else a fresh one. So an object
+/// is seen on a new background every time it is drawn, and only the object is the same from
+/// one epoch to the next. With `--object-jitter` the scene's seed also recolours the object
+/// ([`jitter_object`]), alike in all its views.
 pub fn augmented_view(
     img: &DynamicImage,
     channels: usize,
     aug: &Augmentation,
     backdrops: &PhotoBackdrops,
-    shared: Option<u64>,
+    scene: Option<Scene>,
     rng: &mut Rng,
 ) -> Image {
     let b = aug.crop_box(img.width() as usize, img.height() as usize, rng);
+    let recoloured = match scene {
+        Some(s) if backdrops.object_jitter > 0.0 && img.color().has_alpha() => {
+            jitter_object(img, backdrops.object_jitter, s.seed)
+        }
+        _ => None,
+    };
+    let img = recoloured.as_ref().unwrap_or(img);
     let crop = img.crop_imm(b.x as u32, b.y as u32, b.w as u32, b.h as u32);
-    let crop = match (crop.color().has_alpha(), shared) {
+    let crop = match (crop.color().has_alpha(), scene) {
         (false, _) => crop,
-        (true, Some(seed)) => over_backdrop(&crop.to_rgba8(), backdrops, &mut Rng::new(seed)),
-        (true, None) => over_backdrop(&crop.to_rgba8(), backdrops, rng),
+        (true, Some(s)) if s.shared_backdrop => over_backdrop(&crop.to_rgba8(), backdrops, &mut Rng::new(s.seed)),
+        (true, _) => over_backdrop(&crop.to_rgba8(), backdrops, rng),
     };
     let raw = if channels == 1 { crop.to_luma8().into_raw() } else { crop.to_rgb8().into_raw() };
     aug.finish(&Image::from_u8(b.w, b.h, channels, &raw), rng)
@@ -341,6 +358,35 @@ pub fn flattened_cutouts(images: &[DynamicImage]) -> Vec<image::RgbImage> {
         out.push(crop);
     }
     out
+}
+
+/// `--object-jitter P`: with probability `p`, the cut-out's colours through DINO's
+/// `ColorJitter(0.4, 0.4, 0.2, 0.1)`, then to grey with probability `p`/4 (DINO's 0.8 and
+/// 0.2 at `p` = 0.8), its alpha kept. Drawn from `seed` alone, so every view of an image in
+/// a step shows the object in the same colours: the views still match, and colour no longer
+/// names the object from step to step. `None`: left as it is.
+pub fn jitter_object(img: &DynamicImage, p: f32, seed: u64) -> Option<DynamicImage> {
+    let mut rng = Rng::new(seed ^ 0x6A09_E667_F3BC_C908);
+    let (jitter, grey) = (rng.uniform() < p, rng.uniform() < p / 4.0);
+    if !jitter && !grey {
+        return None;
+    }
+    let rgba = img.to_rgba8();
+    let (w, h) = (rgba.width() as usize, rgba.height() as usize);
+    let rgb: Vec<u8> = rgba.pixels().flat_map(|q| [q.0[0], q.0[1], q.0[2]]).collect();
+    let mut v = Image::from_u8(w, h, 3, &rgb);
+    if jitter {
+        v = ColorJitter::DINO.apply(&v, &mut rng);
+    }
+    if grey {
+        v = grayscale(&v);
+    }
+    let out = image::RgbaImage::from_fn(w as u32, h as u32, |x, y| {
+        let i = (y as usize * w + x as usize) * 3;
+        let c = |k: usize| (v.data[i + k] * 255.0).round().clamp(0.0, 255.0) as u8;
+        image::Rgba([c(0), c(1), c(2), rgba.get_pixel(x, y).0[3]])
+    });
+    Some(DynamicImage::ImageRgba8(out))
 }
 
 /// Recolour the backdrop `bg` in the colours of `img`'s object (its opaque pixels), as a
@@ -612,7 +658,8 @@ mod tests {
         assert!(backs.windows(2).all(|w| w[0] != w[1]), "the backdrop changes from view to view: {backs:?}");
         assert!(d.view(1, &whole, &mut rng).data.iter().all(|&p| p == 0.0), "an opaque image has no backdrop");
         // views of one scene (the same `shared` seed) share the backdrop
-        let (a, b) = (d.view_in(0, &whole, Some(7), &mut rng), d.view_in(0, &whole, Some(7), &mut rng));
+        let seven = Scene { seed: 7, shared_backdrop: true };
+        let (a, b) = (d.view_in(0, &whole, seven, &mut rng), d.view_in(0, &whole, seven, &mut rng));
         assert_eq!(a.data, b.data);
         // DINO's views of one image share a backdrop in a step, or with `per_view` do not
         let crops = patchwork_compute::augment::MultiCrop { global: [whole, whole], local: whole, n_local: 1 };
@@ -684,6 +731,44 @@ mod tests {
         let varied =
             (0..300).filter(|_| photo_backdrop(12, 10, &none, &mut rng).windows(2).any(|w| w[0] != w[1])).count();
         assert!((varied as f64 / 300.0 - 2.0 / 3.0).abs() < 0.08, "{varied}");
+    }
+
+    /// `--object-jitter`: DINO's views of an image in one step show its object in the same new
+    /// colours, each on its own backdrop; other steps draw other colours; alpha is kept.
+    #[test]
+    fn object_jitter_recolours_an_object_alike_in_its_views() {
+        let dir = tempfile::tempdir().unwrap();
+        // left half an opaque object of two colours, right half transparent
+        let cut = image::RgbaImage::from_fn(16, 16, |x, y| match (x < 8, y < 8) {
+            (true, true) => image::Rgba([200, 60, 10, 255]),
+            (true, false) => image::Rgba([30, 140, 90, 255]),
+            _ => image::Rgba([0, 0, 0, 0]),
+        });
+        cut.save(dir.path().join("cut.png")).unwrap();
+        let mut d = load_dir(dir.path(), 3, 16).unwrap();
+        assert!(jitter_object(&d.images[0], 0.0, 5).is_none(), "p = 0 leaves every object alone");
+        let recoloured = jitter_object(&d.images[0], 1.0, 5).unwrap().to_rgba8();
+        assert_eq!(recoloured, jitter_object(&d.images[0], 1.0, 5).unwrap().to_rgba8(), "one seed, one colouring");
+        assert!(recoloured.pixels().zip(cut.pixels()).all(|(a, b)| a.0[3] == b.0[3]), "alpha is kept");
+        assert_ne!(recoloured.get_pixel(0, 0).0, [200, 60, 10, 255]);
+        d.backdrops.object_jitter = 1.0;
+        let whole = Augmentation { size: 16, scale: (1.0, 1.0), flip: false, ..Augmentation::mae(16) };
+        let crops = patchwork_compute::augment::MultiCrop { global: [whole, whole], local: whole, n_local: 1 };
+        use patchwork_compute::{block_on, Backend};
+        let be = patchwork_compute::Cpu;
+        let mut rng = Rng::new(3);
+        // the object's pixels of a view (CHW): the left half of every row, all channels
+        let object = |v: &[f32]| -> Vec<f32> { (0..3 * 16).flat_map(|r| v[r * 16..r * 16 + 8].to_vec()).collect() };
+        let mut per_step = Vec::new();
+        for _ in 0..4 {
+            let (g, l) = patchwork_compute::train::dino::upload_views(&be, &crops, &d, &[0], true, &mut rng, &mut None);
+            let (g, l) = (block_on(be.read(&g)), block_on(be.read(&l.unwrap())));
+            let views: Vec<&[f32]> = g.chunks(3 * 16 * 16).chain(l.chunks(3 * 16 * 16)).collect();
+            assert!(views.windows(2).all(|w| object(w[0]) == object(w[1])), "one colouring per step");
+            assert!(views.windows(2).all(|w| w[0] != w[1]), "a backdrop per view");
+            per_step.push(object(views[0]));
+        }
+        assert!(per_step.windows(2).all(|w| w[0] != w[1]), "each step draws new colours");
     }
 
     /// `--backdrop-cutouts`: a cut-out becomes a close-up cropped to its object, with its
@@ -766,7 +851,7 @@ mod tests {
             (r - 7.0).abs() < 1.5 && (b - (90.0 + 160.0 * (200.0 - g) / 180.0)).abs() < 3.0
         };
         let draw = |share: f32, shrink: (u32, u32)| {
-            let b = PhotoBackdrops { photos: vec![photo.clone()], share, shrink, camouflage: 0.0 };
+            let b = PhotoBackdrops { photos: vec![photo.clone()], share, shrink, ..PhotoBackdrops::default() };
             let mut rng = Rng::new(5);
             let (mut n, mut edges, mut contrast) = (0, 0, 0.0f32);
             for _ in 0..400 {

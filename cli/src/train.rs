@@ -135,6 +135,11 @@ pub struct Args {
     /// eyes) behind the object, as in a photo's background.
     #[arg(long, requires = "backdrops")]
     pub backdrop_cutouts: bool,
+    /// DINO and iBOT: recolour a cut-out's object with probability P (DINO's colour jitter,
+    /// then grey with probability P/4), alike in all views of the image in a step, so that
+    /// the views still match but an object's colours change from step to step [default: 0].
+    #[arg(long, value_name = "P")]
+    pub object_jitter: Option<f32>,
     #[command(flatten)]
     pub mae: mae::MaeArgs,
     #[command(flatten)]
@@ -200,6 +205,7 @@ fn schedule_from_args(a: &Args) -> Result<Schedule> {
         backdrop_blur: a.backdrop_blur,
         camouflage: a.camouflage,
         backdrop_cutouts: a.backdrop_cutouts,
+        object_jitter: a.object_jitter,
         init: a.init.as_ref().map(|p| p.display().to_string()),
         ..d
     })
@@ -245,6 +251,9 @@ fn check_flags(s: &Schedule, a: &Args) -> Result<()> {
     }
     if a.backdrop_cutouts && !s.backdrop_cutouts {
         differ.push("--backdrop-cutouts (checkpoint: off)".into());
+    }
+    if a.object_jitter.is_some() && a.object_jitter != s.object_jitter {
+        differ.push(format!("--object-jitter {:?} (checkpoint: {:?})", a.object_jitter, s.object_jitter));
     }
     if a.camouflage.is_some() && a.camouflage != s.camouflage {
         differ.push(format!("--camouflage {:?} (checkpoint: {:?})", a.camouflage, s.camouflage));
@@ -371,17 +380,25 @@ pub fn train(args: Args) -> Result<String> {
             photos: pool,
             share,
             shrink: schedule.backdrop_blur.unwrap_or(PhotoBackdrops::SHRINK),
-            camouflage: 0.0,
+            ..PhotoBackdrops::default()
         };
     }
-    if let Some(c) = schedule.camouflage {
-        if !(0.0..=1.0).contains(&c) {
-            bail!("--camouflage {c} must be between 0 and 1");
+    let has_cutouts = data.images.iter().any(|i| i.color().has_alpha());
+    for (flag, value, slot) in [
+        ("--camouflage", schedule.camouflage, &mut data.backdrops.camouflage),
+        ("--object-jitter", schedule.object_jitter, &mut data.backdrops.object_jitter),
+    ] {
+        let Some(v) = value else { continue };
+        if !(0.0..=1.0).contains(&v) {
+            bail!("{flag} {v} must be between 0 and 1");
         }
-        if !data.images.iter().any(|i| i.color().has_alpha()) {
-            bail!("--camouflage applies to cut-outs (images with transparency); {} has none", data.name);
+        if !has_cutouts {
+            bail!("{flag} applies to cut-outs (images with transparency); {} has none", data.name);
         }
-        data.backdrops.camouflage = c;
+        *slot = v;
+    }
+    if schedule.object_jitter.is_some() && !matches!(schedule.method, Method::Dino | Method::Ibot) {
+        bail!("--object-jitter applies to DINO and iBOT, whose views of an image share its colours");
     }
     if data.channels != schedule.in_chans {
         bail!("{} has {} channel(s); the model takes {}", data.name, data.channels, schedule.in_chans);
@@ -897,6 +914,8 @@ mod tests {
             "--backdrop-cutouts",
             "--camouflage",
             "0.4",
+            "--object-jitter",
+            "0.5",
             "--steps",
             "2",
             "--out",
@@ -910,18 +929,21 @@ mod tests {
         assert_eq!(record["schedule"]["backdrop_blur"], serde_json::json!([8, 24]), "{record}");
         assert!((record["schedule"]["camouflage"].as_f64().unwrap() - 0.4).abs() < 1e-6, "{record}");
         assert_eq!(record["schedule"]["backdrop_cutouts"], true, "{record}");
+        assert!((record["schedule"]["object_jitter"].as_f64().unwrap() - 0.5).abs() < 1e-6, "{record}");
         // a resumed run keeps its backdrops, their share, their blur and their camouflage
         let mut again = micro(dir.path(), &flags);
         again.backdrops = Some(dir.path().join("elsewhere"));
         again.photo_share = Some(0.5);
         again.backdrop_blur = Some((4, 16));
         again.camouflage = Some(0.2);
+        again.object_jitter = Some(0.1);
         again.resume = Some(checkpoint_path(&out));
         let e = train(again).unwrap_err().to_string();
         assert!(e.contains("--backdrops") && e.contains(&format!("(checkpoint: {p})")), "{e}");
         assert!(e.contains("--photo-share Some(0.5) (checkpoint: Some(0.6))"), "{e}");
         assert!(e.contains("--backdrop-blur Some((4, 16)) (checkpoint: Some((8, 24)))"), "{e}");
         assert!(e.contains("--camouflage Some(0.2) (checkpoint: Some(0.4))"), "{e}");
+        assert!(e.contains("--object-jitter Some(0.1) (checkpoint: Some(0.5))"), "{e}");
         let mut share = micro(dir.path(), &flags);
         share.photo_share = Some(1.5);
         let e = train(share).unwrap_err().to_string();
@@ -930,6 +952,10 @@ mod tests {
         camouflage.camouflage = Some(-0.1);
         let e = train(camouflage).unwrap_err().to_string();
         assert!(e.contains("--camouflage -0.1 must be between 0 and 1"), "{e}");
+        let mut mae = micro(dir.path(), &flags);
+        mae.method = Some(Method::Mae);
+        let e = train(mae).unwrap_err().to_string();
+        assert!(e.contains("--object-jitter applies to DINO and iBOT"), "{e}");
         assert!(parse_blur("16,4").is_err() && parse_blur("0,4").is_err() && parse_blur("4").is_err());
         assert_eq!(parse_blur("4, 32"), Ok((4, 32)));
         // a folder without images, and data without cut-outs

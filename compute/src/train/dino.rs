@@ -11,7 +11,7 @@
 //! heads, the centre and Adam's moments.
 use serde::{Deserialize, Serialize};
 
-use super::{adam_step, load_into, part, tensor_f32, LocalFut, Trainer, Views};
+use super::{adam_step, load_into, part, tensor_f32, LocalFut, Scene, Trainer, Views};
 use crate::augment::MultiCrop;
 use crate::heads::DinoHead;
 use crate::methods::dino_train::{Dino, DinoConfig, DinoStep};
@@ -117,8 +117,8 @@ pub fn upload_views<B: Backend>(
     let scene = rng.clone().next_u64();
     for (v, aug) in crops.views().enumerate() {
         for &i in indices {
-            let shared = (!per_view).then(|| scene ^ (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-            let view = data.view_in(i, aug, shared, rng);
+            let seed = scene ^ (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            let view = data.view_in(i, aug, Scene { seed, shared_backdrop: !per_view }, rng);
             view.push_chw(&norm.mean, &norm.std, if v < 2 { &mut globals } else { &mut locals });
         }
     }

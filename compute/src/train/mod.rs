@@ -134,6 +134,10 @@ pub struct Schedule {
     /// objects).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub backdrop_cutouts: bool,
+    /// The probability that a cut-out's object is recoloured (DINO's colour jitter) in all
+    /// views of an image in a step (absent: never).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object_jitter: Option<f32>,
     /// A model file whose weights the run starts from instead of `seed`'s (a second stage
     /// of training); the seed still draws data, crops and masks.
     #[serde(default)]
@@ -168,6 +172,7 @@ impl Schedule {
             backdrop_blur: None,
             camouflage: None,
             backdrop_cutouts: false,
+            object_jitter: None,
             init: None,
         }
     }
@@ -195,6 +200,15 @@ impl Schedule {
     }
 }
 
+/// The views of one image in one step: views with the same `seed` show a cut-out's object in
+/// the same colours (`--object-jitter`), and with `shared_backdrop` on the same backdrop
+/// (otherwise each view draws its own from the step's random stream).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Scene {
+    pub seed: u64,
+    pub shared_backdrop: bool,
+}
+
 /// Training images as a method sees them; the CLI's data sets and the app's implement it.
 pub trait Views {
     fn len(&self) -> usize;
@@ -207,10 +221,9 @@ pub trait Views {
     fn batch(&self, indices: &[usize], size: usize, rng: &mut Rng) -> Vec<f32>;
     /// One view of image `index` drawn by `aug` (DINO's multi-crop), in [0, 1].
     fn view(&self, index: usize, aug: &Augmentation, rng: &mut Rng) -> Image;
-    /// [`Views::view`] as one of several views of a scene: views given the same `shared`
-    /// seed show the same scene (for a cut-out: the same backdrop), `None` draws it afresh.
-    /// Data sets without such scenes ignore it.
-    fn view_in(&self, index: usize, aug: &Augmentation, _shared: Option<u64>, rng: &mut Rng) -> Image {
+    /// [`Views::view`] as one of several views of a [`Scene`] (DINO's views of one image in
+    /// one step). Data sets without such scenes ignore it.
+    fn view_in(&self, index: usize, aug: &Augmentation, _scene: Scene, rng: &mut Rng) -> Image {
         self.view(index, aug, rng)
     }
     /// Image `index`'s class, where the data set has labels.
