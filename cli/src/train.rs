@@ -234,37 +234,29 @@ fn check_flags(s: &Schedule, a: &Args) -> Result<()> {
         a.backdrops.as_ref().map(|p| p.display().to_string()),
         s.backdrops.clone().unwrap_or_else(|| "none".into()),
     );
-    if a.crop_scale.is_some() && a.crop_scale != s.crop_scale {
-        differ.push(format!("--crop-scale {:?} (checkpoint: {:?})", a.crop_scale, s.crop_scale));
-    }
+    // flags whose absence is a setting of its own: compared as written (`Some(…)`, `None`)
+    same("--crop-scale", given(&a.crop_scale), format!("{:?}", s.crop_scale));
+    same("--cutout-canvas", given(&a.cutout_canvas), format!("{:?}", s.cutout_canvas));
+    same("--photo-share", given(&a.photo_share), format!("{:?}", s.photo_share));
+    same("--backdrop-blur", given(&a.backdrop_blur), format!("{:?}", s.backdrop_blur));
+    same("--object-jitter", given(&a.object_jitter), format!("{:?}", s.object_jitter));
+    same("--camouflage", given(&a.camouflage), format!("{:?}", s.camouflage));
+    same("--clip", given(&a.clip), format!("{:?}", s.clip));
     if a.color_jitter && !s.color_jitter {
         differ.push("--color-jitter (checkpoint: off)".into());
     }
-    if a.cutout_canvas.is_some() && a.cutout_canvas != s.cutout_canvas {
-        differ.push(format!("--cutout-canvas {:?} (checkpoint: {:?})", a.cutout_canvas, s.cutout_canvas));
-    }
-    if a.photo_share.is_some() && a.photo_share != s.photo_share {
-        differ.push(format!("--photo-share {:?} (checkpoint: {:?})", a.photo_share, s.photo_share));
-    }
-    if a.backdrop_blur.is_some() && a.backdrop_blur != s.backdrop_blur {
-        differ.push(format!("--backdrop-blur {:?} (checkpoint: {:?})", a.backdrop_blur, s.backdrop_blur));
-    }
     if a.backdrop_cutouts && !s.backdrop_cutouts {
         differ.push("--backdrop-cutouts (checkpoint: off)".into());
-    }
-    if a.object_jitter.is_some() && a.object_jitter != s.object_jitter {
-        differ.push(format!("--object-jitter {:?} (checkpoint: {:?})", a.object_jitter, s.object_jitter));
-    }
-    if a.camouflage.is_some() && a.camouflage != s.camouflage {
-        differ.push(format!("--camouflage {:?} (checkpoint: {:?})", a.camouflage, s.camouflage));
-    }
-    if a.clip.is_some() && a.clip != s.clip {
-        differ.push(format!("--clip {:?} (checkpoint: {:?})", a.clip, s.clip));
     }
     if !differ.is_empty() {
         bail!("a resumed run keeps its checkpoint's settings; these flags differ: {}", differ.join(", "));
     }
     Ok(())
+}
+
+/// A flag's value as `{:?}` (`Some(…)`), where it was given.
+fn given<T: std::fmt::Debug>(flag: &Option<T>) -> Option<String> {
+    flag.as_ref().map(|_| format!("{flag:?}"))
 }
 
 /// The checkpoint written next to the model: `m.safetensors` → `m.ckpt.safetensors`.
