@@ -1,0 +1,46 @@
+"""The training cut-outs, each twice: as it is and squeezed along one axis.
+
+For `dino-photos.md`'s attempts 45-49: more thin objects (like the held-out mountain goat)
+among the training objects. Each of `assets/photos/cutouts/*.png` is copied, and a second
+copy `NNNs.png` has the object cut to its alpha's box, squeezed to 0.45-0.75 of its width
+(six in ten: thinner) or of its height (flatter), then scaled so that its longer side is
+0.7-0.95 of the 96 px canvas and put at a random place, as `make_objects.py` does. Seeded, so
+the same 828 images every run:
+
+    python tests/reference/squeezed_cutouts.py assets/photos/cutouts /tmp/squeezed
+    patchwork train --method dino --data /tmp/squeezed ...
+"""
+
+import random
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+SIDE = 96
+
+
+def main():
+    src, dst = Path(sys.argv[1]), Path(sys.argv[2])
+    dst.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(7)
+    for p in sorted(src.glob("*.png")):
+        im = Image.open(p).convert("RGBA")
+        im.save(dst / p.name)
+        ys, xs = np.nonzero(np.asarray(im)[..., 3] > 127)
+        obj = im.crop((xs.min(), ys.min(), xs.max() + 1, ys.max() + 1))
+        w, h = obj.size
+        f = rng.uniform(0.45, 0.75)
+        w, h = (max(2, round(w * f)), h) if rng.random() < 0.6 else (w, max(2, round(h * f)))
+        s = rng.uniform(0.7, 0.95) * SIDE / max(w, h)
+        w, h = max(2, round(w * s)), max(2, round(h * s))
+        obj = obj.resize((w, h), Image.BICUBIC)
+        canvas = Image.new("RGBA", (SIDE, SIDE), (0, 0, 0, 0))
+        canvas.paste(obj, (rng.randint(0, SIDE - w), rng.randint(0, SIDE - h)))
+        canvas.save(dst / f"{p.stem}s.png")
+    print(f"{len(list(dst.glob('*.png')))} cut-outs in {dst}")
+
+
+if __name__ == "__main__":
+    main()
