@@ -21,6 +21,18 @@ from PIL import Image
 SIDE = 96
 
 
+def place(obj, size, rng, resample):
+    """`obj` (RGBA, cut to its alpha's box) resized to the shape `size` (w, h), scaled so that
+    its longer side is 0.7-0.95 of the canvas, at a random place on a transparent SIDE x SIDE
+    canvas, as `make_objects.py` does."""
+    w, h = size
+    s = rng.uniform(0.7, 0.95) * SIDE / max(w, h)
+    w, h = max(2, round(w * s)), max(2, round(h * s))
+    canvas = Image.new("RGBA", (SIDE, SIDE), (0, 0, 0, 0))
+    canvas.paste(obj.resize((w, h), resample), (rng.randint(0, SIDE - w), rng.randint(0, SIDE - h)))
+    return canvas
+
+
 def main():
     src, dst = Path(sys.argv[1]), Path(sys.argv[2])
     dst.mkdir(parents=True, exist_ok=True)
@@ -33,12 +45,7 @@ def main():
         w, h = obj.size
         f = rng.uniform(0.45, 0.75)
         w, h = (max(2, round(w * f)), h) if rng.random() < 0.6 else (w, max(2, round(h * f)))
-        s = rng.uniform(0.7, 0.95) * SIDE / max(w, h)
-        w, h = max(2, round(w * s)), max(2, round(h * s))
-        obj = obj.resize((w, h), Image.BICUBIC)
-        canvas = Image.new("RGBA", (SIDE, SIDE), (0, 0, 0, 0))
-        canvas.paste(obj, (rng.randint(0, SIDE - w), rng.randint(0, SIDE - h)))
-        canvas.save(dst / f"{p.stem}s.png")
+        place(obj, (w, h), rng, Image.BICUBIC).save(dst / f"{p.stem}s.png")
     print(f"{len(list(dst.glob('*.png')))} cut-outs in {dst}")
 
 
