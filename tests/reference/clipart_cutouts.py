@@ -1,8 +1,8 @@
 """The training cut-outs plus Open Clip Art's animals, cut out the same way.
 
-For `dino-photos.md`'s attempts 50-51: animals on legs (like the held-out mountain goat, horse
+For `dino-photos.md`'s attempts 50, 51 and 53: animals on legs (like the held-out mountain goat, horse
 and fox) are few among the 414 photographed stamps. Open Clip Art (Debian `openclipart-png`,
-public domain) has about 300 drawn animals with an alpha channel. Each of
+public domain) has 316 drawn animals, most with an alpha channel. Each of
 `assets/photos/cutouts/*.png` is copied as it is, and each clip-art animal whose alpha is a
 real object (its box at least 16 px a side, 20-97% of the box opaque) is cut to its alpha's
 box, scaled so that its longer side is 0.7-0.95 of the 96 px canvas and put at a random
@@ -17,9 +17,8 @@ import random
 import sys
 from pathlib import Path
 
-import numpy as np
 from PIL import Image
-from squeezed_cutouts import place
+from squeezed_cutouts import alpha_box, place
 
 
 def main():
@@ -31,11 +30,10 @@ def main():
     n = 0
     for p in sorted((clipart / "animals").rglob("*.png")):
         im = Image.open(p).convert("RGBA")
-        alpha = np.asarray(im)[..., 3] > 127
-        if not alpha.any():
+        found = alpha_box(im)
+        if found is None:
             continue
-        ys, xs = np.nonzero(alpha)
-        box = (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
+        box, alpha = found
         w, h = box[2] - box[0], box[3] - box[1]
         cover = alpha[box[1] : box[3], box[0] : box[2]].mean()
         if min(w, h) < 16 or not 0.2 <= cover <= 0.97:

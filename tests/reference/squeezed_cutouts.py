@@ -21,6 +21,16 @@ from PIL import Image
 SIDE = 96
 
 
+def alpha_box(im):
+    """The box (left, top, right, bottom) of an RGBA image's opaque pixels (alpha > 127) and
+    that mask, or None when it has none."""
+    alpha = np.asarray(im)[..., 3] > 127
+    if not alpha.any():
+        return None
+    ys, xs = np.nonzero(alpha)
+    return (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1), alpha
+
+
 def place(obj, size, rng, resample):
     """`obj` (RGBA, cut to its alpha's box) resized to the shape `size` (w, h), scaled so that
     its longer side is 0.7-0.95 of the canvas, at a random place on a transparent SIDE x SIDE
@@ -40,8 +50,7 @@ def main():
     for p in sorted(src.glob("*.png")):
         im = Image.open(p).convert("RGBA")
         im.save(dst / p.name)
-        ys, xs = np.nonzero(np.asarray(im)[..., 3] > 127)
-        obj = im.crop((xs.min(), ys.min(), xs.max() + 1, ys.max() + 1))
+        obj = im.crop(alpha_box(im)[0])
         w, h = obj.size
         f = rng.uniform(0.45, 0.75)
         w, h = (max(2, round(w * f)), h) if rng.random() < 0.6 else (w, max(2, round(h * f)))
