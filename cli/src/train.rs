@@ -92,7 +92,8 @@ pub struct Args {
     /// Start from this model file's weights instead of random ones, with a fresh optimiser
     /// and schedule: for MAE a finished MAE of the same sizes (a second stage); for DINO and
     /// iBOT any model holding the same backbone (a DINO/iBOT teacher or an MAE's encoder),
-    /// with fresh heads.
+    /// with fresh heads; its position embeddings are interpolated when --img-size gives
+    /// another patch grid (DINOv2's last, higher-resolution phase).
     #[arg(long)]
     pub init: Option<PathBuf>,
     /// Input channels [default: 1 for fashion-mnist, 3 otherwise].

@@ -745,13 +745,48 @@ pub fn init_backbone<B: Backend>(
     let names: Vec<String> = vit.param_shapes().into_iter().map(|(n, _)| n).collect();
     let mut backbone = file.clone();
     backbone.tensors.retain(|k, _| names.contains(k));
+    if let Some(pos) = resized_pos_embed(vit, file)? {
+        backbone.tensors.insert("pos_embed".into(), pos);
+    }
     let loaded = Vit::from_file(be, vit.clone(), &backbone).map_err(|e| format!("not this run's backbone: {e}"))?;
     for p in into {
         for t in p.list.iter().filter(|t| loaded.params.try_get(&t.name).is_some()) {
-            be.write(&t.buf, tensor_f32(file, &t.name)?);
+            be.write(&t.buf, tensor_f32(&backbone, &t.name)?);
         }
     }
     Ok(())
+}
+
+/// `file`'s position embeddings on `vit`'s patch grid when the file was trained on another
+/// (square) grid: the class token's and registers' rows kept, the grid's interpolated as
+/// DINO's `interpolate_pos_encoding` does, so a run can go on at a higher resolution
+/// (DINOv2's last phase) or a lower one. `None` when the grids agree.
+fn resized_pos_embed(vit: &crate::VitConfig, file: &TensorFile) -> Result<Option<Tensor>, String> {
+    let Some(old) = file.tensors.get("pos_embed").and_then(Tensor::as_f32) else {
+        return Ok(None); // reported as a missing tensor by the shape check
+    };
+    let (d, prefix, dst) = (vit.embed_dim, vit.prefix_tokens(), vit.grid());
+    let want = prefix + dst[0] * dst[1];
+    if old.len() == want * d || old.len() % d != 0 || old.len() / d <= prefix {
+        return Ok(None);
+    }
+    let n = old.len() / d - prefix;
+    let s = (n as f64).sqrt().round() as usize;
+    if s * s != n {
+        return Err(format!(
+            "pos_embed holds {n} patch positions, not a square grid: cannot interpolate it to {dst:?}"
+        ));
+    }
+    let m = crate::pos_embed::interp_matrix([s, s], dst);
+    let mut pos = old[..prefix * d].to_vec();
+    for row in m.chunks_exact(n) {
+        let mut out = vec![0.0f32; d];
+        for (w, src) in row.iter().zip(old[prefix * d..].chunks_exact(d)) {
+            out.iter_mut().zip(src).for_each(|(o, x)| *o += w * x);
+        }
+        pos.extend(out);
+    }
+    Ok(Some(Tensor::f32(vec![1, want, d], pos)))
 }
 
 /// The tensors of `file` under `prefix`, with the prefix removed.
@@ -786,6 +821,41 @@ mod tests {
         assert_eq!(seen, (0..10).collect::<Vec<_>>());
         let later = s.indices(13, 3);
         assert_eq!(Sampler::new(7, 10).indices(13, 3), later);
+    }
+
+    /// `--init` at another image size: the backbone loads with its position embeddings as
+    /// the engine's own resized model (`Vit::at_size`, DINO's interpolation) has them, the
+    /// class token's and registers' rows unchanged; a grid that is not square is refused.
+    #[test]
+    fn init_backbone_interpolates_position_embeddings_to_the_runs_grid() {
+        let be = crate::cpu::Cpu;
+        let cfg = crate::VitConfig {
+            img_size: [8, 8],
+            patch_size: 4,
+            in_chans: 1,
+            embed_dim: 4,
+            depth: 1,
+            num_heads: 2,
+            mlp_ratio: 2.0,
+            num_classes: 0,
+            reg_tokens: 1,
+            ..crate::VitConfig::default()
+        };
+        let small = Vit::init(&be, cfg.clone(), 3);
+        let file = crate::block_on(small.params.download(&be, ""));
+        let big_cfg = crate::VitConfig { img_size: [12, 12], ..cfg };
+        let big = Vit::init(&be, big_cfg.clone(), 4);
+        init_backbone(&be, &big_cfg, &file, [&big.params, &big.params]).unwrap();
+        let want = crate::block_on(be.read(small.at_size(&be, [12, 12]).unwrap().vit.params.get("pos_embed")));
+        let got = crate::block_on(be.read(big.params.get("pos_embed")));
+        assert_eq!(got.len(), (2 + 9) * 4);
+        assert!(got.iter().zip(&want).all(|(a, b)| (a - b).abs() < 1e-6), "{got:?} vs {want:?}");
+        let cls = |v: &Vit<crate::cpu::Cpu>| crate::block_on(be.read(v.params.get("cls_token")));
+        assert_eq!(cls(&big), cls(&small));
+        let mut odd = file.clone();
+        odd.tensors.insert("pos_embed".into(), Tensor::f32(vec![1, 2 + 3, 4], vec![0.5; 20]));
+        let err = init_backbone(&be, &big_cfg, &odd, [&big.params, &big.params]).unwrap_err();
+        assert!(err.contains("not a square grid"), "{err}");
     }
 
     #[test]
