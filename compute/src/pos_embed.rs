@@ -153,8 +153,24 @@ impl<B: Backend> VitAt<B> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// An 8×8 image, patch 4 (a 2×2 grid), width 4, one block of two heads, `regs` registers.
+    pub(crate) fn micro_config(regs: usize) -> VitConfig {
+        VitConfig {
+            img_size: [8, 8],
+            patch_size: 4,
+            in_chans: 1,
+            embed_dim: 4,
+            depth: 1,
+            num_heads: 2,
+            mlp_ratio: 2.0,
+            num_classes: 0,
+            reg_tokens: regs,
+            ..VitConfig::default()
+        }
+    }
     use crate::cpu::Cpu;
     use crate::ops::testing::*;
 
@@ -196,18 +212,7 @@ mod tests {
     /// are interpolated, and the gradient fold is the interpolation's transpose.
     fn resized_vit_with_registers(regs: usize) {
         let be = Cpu;
-        let cfg = VitConfig {
-            img_size: [8, 8],
-            patch_size: 4,
-            in_chans: 1,
-            embed_dim: 4,
-            depth: 1,
-            num_heads: 2,
-            mlp_ratio: 2.0,
-            num_classes: 0,
-            reg_tokens: regs,
-            ..VitConfig::default()
-        };
+        let cfg = micro_config(regs);
         let pre = 4 * (1 + regs);
         let model = Vit::init(&be, cfg, 0);
         let pos0 = crate::block_on(be.read(model.params.get("pos_embed")));

@@ -829,18 +829,7 @@ mod tests {
     #[test]
     fn init_backbone_interpolates_position_embeddings_to_the_runs_grid() {
         let be = crate::cpu::Cpu;
-        let cfg = crate::VitConfig {
-            img_size: [8, 8],
-            patch_size: 4,
-            in_chans: 1,
-            embed_dim: 4,
-            depth: 1,
-            num_heads: 2,
-            mlp_ratio: 2.0,
-            num_classes: 0,
-            reg_tokens: 1,
-            ..crate::VitConfig::default()
-        };
+        let cfg = crate::pos_embed::tests::micro_config(1);
         let small = Vit::init(&be, cfg.clone(), 3);
         let file = crate::block_on(small.params.download(&be, ""));
         let big_cfg = crate::VitConfig { img_size: [12, 12], ..cfg };
