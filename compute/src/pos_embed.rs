@@ -155,6 +155,8 @@ impl<B: Backend> VitAt<B> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::cpu::Cpu;
+    use crate::ops::testing::*;
 
     /// An 8×8 image, patch 4 (a 2×2 grid), width 4, one block of two heads, `regs` registers.
     pub(crate) fn micro_config(regs: usize) -> VitConfig {
@@ -171,8 +173,6 @@ pub(crate) mod tests {
             ..VitConfig::default()
         }
     }
-    use crate::cpu::Cpu;
-    use crate::ops::testing::*;
 
     #[test]
     fn rows_sum_to_one_and_same_grid_is_identity() {
