@@ -1,5 +1,7 @@
 //! `patchwork verify FIXTURE... [--backend cpu|gpu] [--rtol R] [--atol A]`: recompute
-//! every expected tensor of each parity fixture and print its error against PyTorch.
+//! every expected tensor of each parity fixture and print its error against PyTorch. A
+//! model file among them (no fixture `format`, no `expect.*` tensors, as the
+//! `timm_vit_checkpoint*` files beside the fixtures) is skipped and said so.
 use std::path::PathBuf;
 
 use anyhow::Result;
@@ -25,9 +27,12 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<()> {
     let tol = Tolerance { atol: args.atol, rtol: args.rtol };
-    let (passed, failed) = with_backend(args.backend, Verify { paths: &args.fixtures, tol })?;
-    println!("{passed} passed, {failed} failed");
-    if failed > 0 {
+    let t = with_backend(args.backend, Verify { paths: &args.fixtures, tol })?;
+    match t.skipped {
+        0 => println!("{} passed, {} failed", t.passed, t.failed),
+        n => println!("{} passed, {} failed, {n} skipped (model files, not fixtures)", t.passed, t.failed),
+    }
+    if t.failed > 0 || t.passed == 0 {
         std::process::exit(1);
     }
     Ok(())
@@ -39,16 +44,37 @@ struct Verify<'a> {
 }
 
 impl OnBackend for Verify<'_> {
-    type Output = (usize, usize);
-    fn run<B: Probe>(self, be: &B) -> (usize, usize) {
+    type Output = Tally;
+    fn run<B: Probe>(self, be: &B) -> Tally {
         verify_all(be, self.paths, self.tol)
     }
 }
 
-fn verify_all<B: Backend>(be: &B, paths: &[PathBuf], tol: Tolerance) -> (usize, usize) {
-    let (mut passed, mut failed) = (0, 0);
+/// Checks passed and failed, and files skipped.
+#[derive(Debug, Default, PartialEq)]
+struct Tally {
+    passed: usize,
+    failed: usize,
+    skipped: usize,
+}
+
+/// A safetensors file that is not a fixture at all: a model's weights.
+fn is_model_file(file: &TensorFile) -> bool {
+    !file.metadata.contains_key("format") && !file.tensors.keys().any(|k| k.starts_with("expect."))
+}
+
+fn verify_all<B: Backend>(be: &B, paths: &[PathBuf], tol: Tolerance) -> Tally {
+    let mut t = Tally::default();
     for path in paths {
-        let result = TensorFile::load(path).map_err(|e| e.to_string()).and_then(|file| {
+        let file = match TensorFile::load(path) {
+            Ok(f) if is_model_file(&f) => {
+                println!("{}: skip, a model file (no fixture `format` or expect.* tensors)", path.display());
+                t.skipped += 1;
+                continue;
+            }
+            other => other,
+        };
+        let result = file.map_err(|e| e.to_string()).and_then(|file| {
             let (case, _) = fixture::header(&file).map_err(|e| e.to_string())?;
             println!("{} (case {case}, backend {})", path.display(), be.name());
             patchwork_compute::block_on(fixture::run(be, &file, tol)).map_err(|e| e.to_string())
@@ -58,21 +84,39 @@ fn verify_all<B: Backend>(be: &B, paths: &[PathBuf], tol: Tolerance) -> (usize, 
                 for c in &checks {
                     println!("  {c}");
                     if c.passed {
-                        passed += 1
+                        t.passed += 1
                     } else {
-                        failed += 1
+                        t.failed += 1
                     }
                 }
                 if checks.is_empty() {
                     println!("  FAIL no expect.* tensors to check");
-                    failed += 1;
+                    t.failed += 1;
                 }
             }
             Err(e) => {
                 println!("{}: FAIL {e}", path.display());
-                failed += 1;
+                t.failed += 1;
             }
         }
     }
-    (passed, failed)
+    t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The README's `verify tests/reference/fixtures/*.safetensors` meets the timm
+    /// checkpoints there: they are skipped, a fixture is checked, and a file that is not
+    /// safetensors still fails.
+    #[test]
+    fn model_files_are_skipped_and_fixtures_checked() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/reference/fixtures");
+        let missing = std::env::temp_dir().join("patchwork-verify-no-such-file.safetensors");
+        let paths = [dir.join("timm_vit_checkpoint.safetensors"), dir.join("dino_loss_2crops.safetensors"), missing];
+        let t = verify_all(&patchwork_compute::Cpu, &paths, Tolerance::default());
+        assert_eq!((t.failed, t.skipped), (1, 1), "{t:?}");
+        assert!(t.passed >= 3, "{t:?}");
+    }
 }
