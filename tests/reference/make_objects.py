@@ -18,6 +18,10 @@ without `symbols/` and drawings (`cartoon` folders):
     apt-get download tuxpaint-stamps-default && dpkg -x tuxpaint-stamps-default_*.deb /tmp/tux
     pip download scikit-image==0.26.0 --no-deps -d /tmp/skimg && unzip -q /tmp/skimg/*.whl -d /tmp/skimg
     python tests/reference/make_objects.py /tmp/tux/usr/share/tuxpaint/stamps /tmp/skimg/skimage/data
+
+`... --cutouts-only SIDE DIR` writes only the training cut-outs, on a SIDE-px canvas, to DIR
+(the same objects, sizes and places; 96 gives assets/photos/cutouts/ back). Attempt 59 of
+assets/models/dino-photos.md trained at 128 px on `--cutouts-only 192`.
 """
 
 import random
@@ -96,6 +100,21 @@ def scene(obj, bg, size, rng):
     return (img.clip(0, 1) * 255).round().astype(np.uint8), full
 
 
+def write_cutouts(tux, train, out, side):
+    """Every training stamp once on a transparent side×side canvas, at a random size and place."""
+    out.mkdir(parents=True, exist_ok=True)
+    for old in out.glob("*.png"):
+        old.unlink()
+    rng = random.Random(1)
+    for n, rel in enumerate(train):
+        rgb, mask = cutout(tux / rel)
+        rgba = np.concatenate([rgb, mask[..., None].astype(np.float32)], -1)
+        # on a transparent canvas: `patchwork train` lays every view over a fresh backdrop
+        img, full = scene((rgba, mask), np.zeros((side, side, 4), np.float32), rng.uniform(0.7, 0.95), rng)
+        Image.fromarray(img, "RGBA").save(out / f"{n:03d}.png", optimize=True)
+    print(f"{len(train)} training cut-outs in {out}")
+
+
 def main():
     tux, skimage_data = Path(sys.argv[1]), Path(sys.argv[2])
     big = 256
@@ -103,6 +122,9 @@ def main():
     missing = [s for s in HELD_OUT if s not in all_stamps]
     assert not missing, missing
     train = [s for s in all_stamps if s not in HELD_OUT]
+    if sys.argv[3:4] == ["--cutouts-only"]:
+        write_cutouts(tux, train, Path(sys.argv[5]), int(sys.argv[4]))
+        return
 
     out = ROOT / "assets/objects"
     out.mkdir(parents=True, exist_ok=True)
@@ -123,19 +145,7 @@ def main():
         Image.fromarray(mask.astype(np.uint8) * 255).save(out / f"{name}.mask.png", optimize=True)
         print(f"{name}: object {mask.mean():.1%} of the image")
 
-    cutouts = ROOT / "assets/photos/cutouts"
-    cutouts.mkdir(parents=True, exist_ok=True)
-    for old in cutouts.glob("*.png"):
-        old.unlink()
-    rng = random.Random(1)
-    for n, rel in enumerate(train):
-        rgb, mask = cutout(tux / rel)
-        rgba = np.concatenate([rgb, mask[..., None].astype(np.float32)], -1)
-        # on a transparent canvas: `patchwork train` lays every view over a fresh backdrop
-        img, full = scene((rgba, mask), np.zeros((SIDE, SIDE, 4), np.float32), rng.uniform(0.7, 0.95), rng)
-        Image.fromarray(img, "RGBA").save(cutouts / f"{n:03d}.png", optimize=True)
-    print(f"{len(train)} training cut-outs")
-
+    write_cutouts(tux, train, ROOT / "assets/photos/cutouts", SIDE)
 
 if __name__ == "__main__":
     main()
