@@ -51,7 +51,7 @@ impl OnBackend for Verify<'_> {
 }
 
 /// Checks passed and failed, and files skipped.
-#[derive(Debug, Default, PartialEq)]
+#[derive(Debug, Default)]
 struct Tally {
     passed: usize,
     failed: usize,

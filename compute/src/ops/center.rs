@@ -4,7 +4,7 @@
 //! iBOT's patch centre is the same op over all patch rows (every image has the same
 //! patch count, so the mean of per-image patch means is the mean over rows). Shader:
 //! `shaders/center.wgsl`.
-use super::{exp, for_rows};
+use super::{for_rows, softmax_in_place};
 use crate::gpu::{Bind, Gpu, GpuBuf, Shader};
 
 /// `x, q: [rows, cols]`, `center: [cols]`.
@@ -14,14 +14,7 @@ pub fn center_sharpen(x: &[f32], center: &[f32], q: &mut [f32], rows: usize, col
         for c in 0..cols {
             qr[c] = (xr[c] - center[c]) / temp;
         }
-        let max = qr.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-        for v in qr.iter_mut() {
-            *v = exp(*v - max);
-        }
-        let sum: f32 = qr.iter().sum();
-        for v in qr.iter_mut() {
-            *v /= sum;
-        }
+        softmax_in_place(qr);
     });
 }
 

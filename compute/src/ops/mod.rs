@@ -46,8 +46,8 @@ pub(crate) fn exp(x: f32) -> f32 {
     const SHIFT: f32 = 12_582_912.0; // 1.5·2²³: adding it rounds to an integer
     let xc = x.clamp(-103.9, 88.7);
     let t = xc * std::f32::consts::LOG2_E + SHIFT;
-    let n = t - SHIFT;
-    let r = xc - n * 0.693_359_4 - n * -2.121_944_4e-4; // ln 2 = 355/512 (exact in f32) + the rest
+    let nf = t - SHIFT;
+    let r = xc - nf * 0.693_359_4 - nf * -2.121_944_4e-4; // ln 2 = 355/512 (exact in f32) + the rest
     let mut p = 1.987_569_1e-4;
     p = p * r + 1.398_199_9e-3;
     p = p * r + 8.333_452e-3;
@@ -66,6 +66,22 @@ pub(crate) fn exp(x: f32) -> f32 {
     } else {
         e * pow2(h) * pow2(n - h)
     }
+}
+
+/// Softmax of one row in place, `row ← exp(row − max) / sum`; returns `(max, sum)` for
+/// callers that want the log-sum-exp `max + ln sum`. Shared by softmax, DINO's centring
+/// and the soft cross-entropy.
+#[inline]
+pub(crate) fn softmax_in_place(row: &mut [f32]) -> (f32, f32) {
+    let max = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+    for v in row.iter_mut() {
+        *v = exp(*v - max);
+    }
+    let sum: f32 = row.iter().sum();
+    for v in row.iter_mut() {
+        *v /= sum;
+    }
+    (max, sum)
 }
 
 /// Apply `f(i, out_chunk)` over `chunk`-sized pieces of `out`, in parallel natively.

@@ -4,7 +4,7 @@
 //! one (DINO adds the distributions of several teacher views into one target), so backward
 //! is `dlogits += dloss[r] · scale · (probs · Σ_c target − target)`. Shader:
 //! `shaders/soft_cross_entropy.wgsl`.
-use super::{exp, for_rows};
+use super::{for_rows, softmax_in_place};
 use crate::gpu::{Bind, Gpu, GpuBuf, Shader};
 
 pub fn soft_cross_entropy_forward(
@@ -19,16 +19,12 @@ pub fn soft_cross_entropy_forward(
     for r in 0..rows {
         let (z, t) = (&logits[r * cols..(r + 1) * cols], &targets[r * cols..(r + 1) * cols]);
         let p = &mut probs[r * cols..(r + 1) * cols];
-        let max = z.iter().map(|v| v * scale).fold(f32::NEG_INFINITY, f32::max);
         for (p, z) in p.iter_mut().zip(z) {
-            *p = exp(z * scale - max);
+            *p = z * scale;
         }
-        let sum: f32 = p.iter().sum();
+        let (max, sum) = softmax_in_place(p);
         let lse = max + sum.ln();
         losses[r] = z.iter().zip(t).map(|(z, t)| t * (lse - z * scale)).sum();
-        for p in p.iter_mut() {
-            *p /= sum;
-        }
     }
 }
 

@@ -1,19 +1,12 @@
 //! Row-wise softmax, numerically stable (subtract the row max). Attention's scale is
 //! applied by the matmul that produces the scores. Shader: `shaders/softmax.wgsl`.
-use super::{exp, for_rows};
+use super::{for_rows, softmax_in_place};
 use crate::gpu::{Bind, Gpu, GpuBuf, Shader};
 
 pub fn softmax_forward(x: &[f32], y: &mut [f32], rows: usize, cols: usize) {
     for_rows(&mut y[..rows * cols], cols, |r, yr| {
-        let xr = &x[r * cols..(r + 1) * cols];
-        let max = xr.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-        for (o, v) in yr.iter_mut().zip(xr) {
-            *o = exp(v - max);
-        }
-        let sum: f32 = yr.iter().sum();
-        for o in yr.iter_mut() {
-            *o /= sum;
-        }
+        yr.copy_from_slice(&x[r * cols..(r + 1) * cols]);
+        softmax_in_place(yr);
     });
 }
 
