@@ -4,7 +4,9 @@ use patchwork_compute::{Backend, Cpu, Gpu};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum BackendChoice {
-    /// The GPU adapter when there is one, else the CPU backend.
+    /// The GPU adapter when there is one, else the CPU backend (train, eval, reconstruct and
+    /// attention also take the CPU backend over a software adapter such as lavapipe: it is
+    /// far faster there).
     Auto,
     Cpu,
     Gpu,

@@ -27,7 +27,7 @@ enum Command {
     Verify(verify::Args),
     /// Benchmark matmuls and a ViT training step on the CPU backend and the GPU.
     Bench(bench::Args),
-    /// Self-supervised training (MAE, DINO, iBOT) on Fashion-MNIST, the bundled photos or a folder of images.
+    /// Training (MAE, DINO, iBOT, or the supervised baseline) on Fashion-MNIST, the bundled photos or a folder of images.
     Train(Box<train::Args>),
     /// Reconstruct masked images with a trained MAE: a PNG grid, or the masked-patch error.
     Reconstruct(reconstruct::Args),

@@ -38,8 +38,8 @@ pub struct Args {
     /// Print the errors as JSON.
     #[arg(long)]
     pub json: bool,
-    /// Average the errors over a data set instead: `fashion-mnist` (its test split) or a
-    /// folder of images.
+    /// Average the errors over a data set instead: `fashion-mnist` (its test split), `photos`
+    /// (the held-out photos, `assets/photos/heldout/`) or a folder of images.
     #[arg(long)]
     pub eval_dataset: Option<String>,
     /// Images of --eval-dataset to use (the first N).

@@ -52,22 +52,25 @@ pub struct Args {
     /// Optimiser steps of the whole run (the schedule spans them).
     #[arg(long, required_unless_present = "resume")]
     pub steps: Option<usize>,
-    /// Images per step [default: 128 for fashion-mnist, 32 otherwise].
+    /// Images per step [default: 128 for MAE and supervised on one-channel data (fashion-mnist, idx files),
+    /// 32 otherwise].
     #[arg(long)]
     pub batch: Option<usize>,
-    /// Peak learning rate after warm-up [default: 1.5e-3].
+    /// Peak learning rate after warm-up [default: 1.5e-3; 5e-4 for DINO and iBOT].
     #[arg(long)]
     pub lr: Option<f32>,
-    /// Learning rate at the last step of the cosine [default: 1e-5].
+    /// Learning rate at the last step of the cosine [default: 1e-5; 1e-6 for DINO and iBOT].
     #[arg(long)]
     pub min_lr: Option<f32>,
     /// Linear warm-up steps [default: 5% of --steps].
     #[arg(long)]
     pub warmup_steps: Option<usize>,
-    /// AdamW weight decay (not on biases, norms, tokens) [default: 0.05].
+    /// AdamW weight decay (not on biases, norms, tokens) [default: 0.05; for DINO and iBOT
+    /// 0.04 at the first step, on a cosine to --weight-decay-end].
     #[arg(long)]
     pub weight_decay: Option<f32>,
-    /// Clip the global gradient norm to this [default: no clipping, as MAE].
+    /// Clip the gradient norm to this: the global norm for MAE and supervised [default: no
+    /// clipping, as MAE]; each parameter's for DINO and iBOT [default: 3, as `main_dino.py`].
     #[arg(long)]
     pub clip: Option<f32>,
     /// Seed of the initial weights, the data order, crops and masks [default: 0].
@@ -96,7 +99,7 @@ pub struct Args {
     /// another patch grid (DINOv2's last, higher-resolution phase).
     #[arg(long)]
     pub init: Option<PathBuf>,
-    /// Input channels [default: 1 for fashion-mnist, 3 otherwise].
+    /// Input channels [default: 1 for one-channel data (fashion-mnist, idx files), 3 otherwise].
     #[arg(long)]
     pub in_chans: Option<usize>,
     /// Area fractions `LO,HI` of the random crops of photos and image folders
@@ -333,6 +336,14 @@ pub fn train(args: Args) -> Result<String> {
         (None, Some(c)) => c.img_size,
         (None, None) => args.mae.img_size.unwrap_or(if spec.default_channels() == 1 { 28 } else { 64 }),
     };
+    if schedule.method.distills() && (schedule.crop_scale.is_some() || schedule.color_jitter) {
+        bail!(
+            "--crop-scale and --color-jitter set the crops of MAE and the supervised baseline; --method {} draws \
+             DINO's multi-crop views: use --global-scale and --local-scale (colour jitter is on \
+             unless --no-color-aug)",
+            schedule.method.name()
+        );
+    }
     let mut data = spec.load_train(schedule.in_chans, img_size)?;
     if let Augment::Views(a) = &mut data.augment {
         if let Some(scale) = schedule.crop_scale {
@@ -949,6 +960,14 @@ mod tests {
         mae.method = Some(Method::Mae);
         let e = train(mae).unwrap_err().to_string();
         assert!(e.contains("--object-jitter applies to DINO and iBOT"), "{e}");
+        // MAE's crop flags would do nothing to DINO's multi-crop views: refused, not ignored
+        for (scale, jitter) in [(Some((0.3, 1.0)), false), (None, true)] {
+            let mut crops = micro(dir.path(), &flags);
+            crops.crop_scale = scale;
+            crops.color_jitter = jitter;
+            let e = train(crops).unwrap_err().to_string();
+            assert!(e.contains("--method dino draws DINO's multi-crop views: use --global-scale"), "{e}");
+        }
         assert!(parse_blur("16,4").is_err() && parse_blur("0,4").is_err() && parse_blur("4").is_err());
         assert_eq!(parse_blur("4, 32"), Ok((4, 32)));
         // a folder without images, and data without cut-outs
