@@ -369,6 +369,9 @@ pub fn run(args: Args) -> Result<()> {
         }
         return Ok(());
     }
+    if let Some(out) = &args.out {
+        crate::create_parent(out)?;
+    }
     let report = evaluate(&args)?;
     if args.json {
         println!("{}", serde_json::to_string(&report.to_json(&args))?);
@@ -497,6 +500,11 @@ mod tests {
         assert_eq!(r["model"]["source"], "inferred from the tensor shapes; heads as given");
         check_maps(&r, 2, [4, 4]);
         let png = image::open(&out).unwrap();
+        // `run` makes the folders of --out before it computes
+        let nested = dir.path().join("new/folder/att.png");
+        run(args(&["--model", &model, "--image", &img, "--out", nested.to_str().unwrap(), "--heads", "2"])).unwrap();
+        let again = image::open(&nested).unwrap();
+        assert_eq!((again.width(), again.height()), (png.width(), png.height()));
         // 16 px inputs scaled ×8 to 128 px tiles: input, 2 heads, mean, mask in one row, 2 px gaps
         assert_eq!((png.width(), png.height()), (5 * 130 + 2, 132));
         // layer 0 differs from the last

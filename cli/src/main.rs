@@ -37,6 +37,16 @@ enum Command {
     Eval(eval::Args),
 }
 
+/// Create the folders an output file goes into, before the work that fills it (so a mistyped
+/// folder costs nothing, and a new one needs no `mkdir`).
+pub(crate) fn create_parent(path: &std::path::Path) -> anyhow::Result<()> {
+    use anyhow::Context;
+    match path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(dir) => std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display())),
+        None => Ok(()),
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Info(a) => info::run(a),

@@ -286,6 +286,9 @@ fn eval_inputs(spec: &str, count: usize, m: &Model) -> Result<(Vec<f32>, usize, 
 }
 
 pub fn run(args: Args) -> Result<()> {
+    if let Some(out) = args.out.as_ref().filter(|_| args.eval_dataset.is_none()) {
+        crate::create_parent(out)?;
+    }
     let report = evaluate(args.clone())?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -420,6 +423,18 @@ mod tests {
         }
         assert_eq!(ratios[2]["masked_patches"], 12);
         let grid = image::open(&out).unwrap();
+        // `run` makes the folders of --out before it computes
+        let nested = dir.path().join("new/folder/grid.png");
+        run(args(&[
+            "--model",
+            model.to_str().unwrap(),
+            "--image",
+            img.to_str().unwrap(),
+            "--out",
+            nested.to_str().unwrap(),
+        ]))
+        .unwrap();
+        assert_eq!(image::open(&nested).unwrap().width(), grid.width());
         // 28 px cells scaled ×5, 4 columns and 4 rows with 2 px gaps
         assert_eq!((grid.width(), grid.height()), (4 * 140 + 10, 4 * 142 + 2));
     }

@@ -322,9 +322,7 @@ pub fn train(args: Args) -> Result<String> {
         }
     }
     for path in [Some(&args.out), args.log.as_ref()].into_iter().flatten() {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        }
+        crate::create_parent(path)?;
     }
     let spec = DataSpec::parse(&schedule.data);
     let mae = match (&resume, schedule.method) {
