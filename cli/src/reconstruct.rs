@@ -404,15 +404,17 @@ mod tests {
         // any size and colour: resized, centre-cropped and turned grey
         image::RgbImage::from_fn(50, 37, |x, y| Rgb([(x * 5) as u8, (y * 6) as u8, 90])).save(&img).unwrap();
         let out = dir.path().join("grid.png");
-        let report = evaluate(args(&[
-            "--model",
-            model.to_str().unwrap(),
-            "--image",
-            img.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ]))
-        .unwrap();
+        let with_out = |out: &Path| {
+            args(&[
+                "--model",
+                model.to_str().unwrap(),
+                "--image",
+                img.to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+            ])
+        };
+        let report = evaluate(with_out(&out)).unwrap();
         let ratios = report["ratios"].as_array().unwrap();
         assert_eq!(ratios.len(), 4);
         for r in ratios {
@@ -425,15 +427,7 @@ mod tests {
         let grid = image::open(&out).unwrap();
         // `run` makes the folders of --out before it computes
         let nested = dir.path().join("new/folder/grid.png");
-        run(args(&[
-            "--model",
-            model.to_str().unwrap(),
-            "--image",
-            img.to_str().unwrap(),
-            "--out",
-            nested.to_str().unwrap(),
-        ]))
-        .unwrap();
+        run(with_out(&nested)).unwrap();
         assert_eq!(image::open(&nested).unwrap().width(), grid.width());
         // 28 px cells scaled ×5, 4 columns and 4 rows with 2 px gaps
         assert_eq!((grid.width(), grid.height()), (4 * 140 + 10, 4 * 142 + 2));
