@@ -52,7 +52,7 @@ pub struct Args {
     /// Optimiser steps of the whole run (the schedule spans them).
     #[arg(long, required_unless_present = "resume")]
     pub steps: Option<usize>,
-    /// Images per step [default: 128 for MAE and supervised on one-channel data (fashion-mnist, idx files),
+    /// Images per step [default: 128 for MAE and supervised on fashion-mnist and idx files,
     /// 32 otherwise].
     #[arg(long)]
     pub batch: Option<usize>,
@@ -99,15 +99,15 @@ pub struct Args {
     /// another patch grid (DINOv2's last, higher-resolution phase).
     #[arg(long)]
     pub init: Option<PathBuf>,
-    /// Input channels [default: 1 for one-channel data (fashion-mnist, idx files), 3 otherwise].
+    /// Input channels [default: 1 for fashion-mnist and idx files, 3 otherwise].
     #[arg(long)]
     pub in_chans: Option<usize>,
-    /// Area fractions `LO,HI` of the random crops of photos and image folders
-    /// [default: 0.2,1 as MAE].
+    /// MAE and supervised: area fractions `LO,HI` of the random crops of photos and image
+    /// folders [default: 0.2,1 as MAE].
     #[arg(long, value_parser = parse_scale)]
     pub crop_scale: Option<(f32, f32)>,
-    /// Add DINO's colour augmentation to every crop: ColorJitter(0.4, 0.4, 0.2, 0.1) with
-    /// probability 0.8, then grayscale with probability 0.2.
+    /// MAE and supervised: add DINO's colour augmentation to every crop: ColorJitter(0.4,
+    /// 0.4, 0.2, 0.1) with probability 0.8, then grayscale with probability 0.2.
     #[arg(long)]
     pub color_jitter: bool,
     /// Place each cut-out (an image with transparency) on a transparent canvas F times its

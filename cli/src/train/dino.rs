@@ -23,7 +23,7 @@ use crate::data::DataSpec;
 /// `--embed-dim`, `--depth`, `--heads`, `--reg-tokens`).
 #[derive(clap::Args, Clone, Debug, Default)]
 pub struct DinoArgs {
-    /// DINO: side of the local crops [default: 12 for one-channel data (fashion-mnist, idx files),
+    /// DINO: side of the local crops [default: 12 for fashion-mnist and idx files,
     /// 32 otherwise].
     #[arg(long)]
     pub local_size: Option<usize>,

@@ -14,26 +14,26 @@ use crate::data::DataSpec;
 /// on the data set).
 #[derive(clap::Args, Clone, Debug, Default)]
 pub struct MaeArgs {
-    /// Input side in pixels [default: 28 for one-channel data (fashion-mnist, idx files), 64 otherwise].
+    /// Input side in pixels [default: 28 for fashion-mnist and idx files, 64 otherwise].
     #[arg(long)]
     pub img_size: Option<usize>,
-    /// Patch side [default: 4 for one-channel data (fashion-mnist, idx files), 8 otherwise].
+    /// Patch side [default: 4 for fashion-mnist and idx files, 8 otherwise].
     #[arg(long)]
     pub patch_size: Option<usize>,
-    /// Encoder width [default: 128 for one-channel data (fashion-mnist, idx files), 192 otherwise].
+    /// Encoder width [default: 128 for fashion-mnist and idx files, 192 otherwise].
     #[arg(long)]
     pub embed_dim: Option<usize>,
-    /// Encoder blocks [default: 4 for one-channel data (fashion-mnist, idx files), 6 otherwise].
+    /// Encoder blocks [default: 4 for fashion-mnist and idx files, 6 otherwise].
     #[arg(long)]
     pub depth: Option<usize>,
-    /// Encoder attention heads [default: 4 for one-channel data (fashion-mnist, idx files), 3 otherwise].
+    /// Encoder attention heads [default: 4 for fashion-mnist and idx files, 3 otherwise].
     #[arg(long)]
     pub heads: Option<usize>,
     /// ViT register tokens after the class token (timm's `reg_tokens`, Darcet et al. 2023),
     /// for DINO, iBOT and the supervised ViT; MAE's encoder has none [default: 0].
     #[arg(long)]
     pub reg_tokens: Option<usize>,
-    /// Decoder width [default: 64 for one-channel data (fashion-mnist, idx files), 128 otherwise].
+    /// Decoder width [default: 64 for fashion-mnist and idx files, 128 otherwise].
     #[arg(long)]
     pub decoder_dim: Option<usize>,
     /// Decoder blocks [default: 2].
