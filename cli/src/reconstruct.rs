@@ -350,6 +350,11 @@ mod tests {
         Cli::try_parse_from(argv).unwrap().args
     }
 
+    /// `--model MODEL --image IMG --out OUT`.
+    fn image_args(model: &Path, img: &Path, out: &Path) -> Args {
+        args(&["--model", model.to_str().unwrap(), "--image", img.to_str().unwrap(), "--out", out.to_str().unwrap()])
+    }
+
     /// A micro MAE trained for two steps on a tiny idx set, saved as `train` saves it.
     fn micro_model(dir: &Path) -> PathBuf {
         let data = dir.join("data");
@@ -404,17 +409,7 @@ mod tests {
         // any size and colour: resized, centre-cropped and turned grey
         image::RgbImage::from_fn(50, 37, |x, y| Rgb([(x * 5) as u8, (y * 6) as u8, 90])).save(&img).unwrap();
         let out = dir.path().join("grid.png");
-        let with_out = |out: &Path| {
-            args(&[
-                "--model",
-                model.to_str().unwrap(),
-                "--image",
-                img.to_str().unwrap(),
-                "--out",
-                out.to_str().unwrap(),
-            ])
-        };
-        let report = evaluate(with_out(&out)).unwrap();
+        let report = evaluate(image_args(&model, &img, &out)).unwrap();
         let ratios = report["ratios"].as_array().unwrap();
         assert_eq!(ratios.len(), 4);
         for r in ratios {
@@ -427,7 +422,7 @@ mod tests {
         let grid = image::open(&out).unwrap();
         // `run` makes the folders of --out before it computes
         let nested = dir.path().join("new/folder/grid.png");
-        run(with_out(&nested)).unwrap();
+        run(image_args(&model, &img, &nested)).unwrap();
         assert_eq!(image::open(&nested).unwrap().width(), grid.width());
         // 28 px cells scaled ×5, 4 columns and 4 rows with 2 px gaps
         assert_eq!((grid.width(), grid.height()), (4 * 140 + 10, 4 * 142 + 2));
@@ -468,15 +463,7 @@ mod tests {
         ] {
             let path = dir.path().join(name);
             std::fs::write(&path, bytes).unwrap();
-            let e = evaluate(args(&[
-                "--model",
-                model.to_str().unwrap(),
-                "--image",
-                path.to_str().unwrap(),
-                "--out",
-                out.to_str().unwrap(),
-            ]))
-            .unwrap_err();
+            let e = evaluate(image_args(&model, &path, &out)).unwrap_err();
             assert!(format!("{e:#}").contains(says), "{name}: {e:#}");
         }
         let e = evaluate(args(&[
